@@ -1,0 +1,96 @@
+"""``nnunetv2_medals <verb>``: the plugin's utility commands."""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from nnunetv2_medals.errors import MedalSInputError
+
+
+def trainer_dir() -> Path:
+    """The folder ``nnUNet_extTrainer`` must point at (the installed ``nnunetv2_medals.trainers``)."""
+    import nnunetv2_medals.trainers
+
+    return Path(nnunetv2_medals.trainers.__path__[0]).resolve()
+
+
+def _cmd_trainer_dir(args) -> None:
+    print(trainer_dir())
+
+
+def _raw_dataset_folder(dataset_id: int, name: str, output: str | None) -> Path:
+    if output is not None:
+        return Path(output)
+    raw = os.environ.get("nnUNet_raw")
+    if not raw:
+        raise MedalSInputError("environment", "nnUNet_raw", "is not set; export nnUNet_raw=/path/to/nnUNet_raw "
+                                                            "or pass -o FOLDER")
+    return Path(raw) / f"Dataset{dataset_id:03d}_{name}"
+
+
+def _cmd_phantom(args) -> None:
+    import time
+
+    from nnunetv2_medals.phantom import write_phantom_dataset
+
+    if not 1 <= args.d <= 999:
+        raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
+    target = _raw_dataset_folder(args.d, "MedalSPhantom", args.o)
+    start = time.perf_counter()
+    write_phantom_dataset(target, args.n, args.num_test, args.seed, overwrite=args.overwrite)
+    print(f"wrote {args.n} training + {args.num_test} test phantom cases to {target} "
+          f"in {time.perf_counter() - start:.1f} s")
+
+
+def _cmd_encode(args) -> None:
+    from nnunetv2_medals.text_prompts.encoder import TextEncoder, cosine_matrix
+
+    encoder = TextEncoder(args.encoder, cache=False if args.no_cache else None)
+    vectors = encoder.encode(args.texts)
+    print(f"encoder: {encoder.id}  ({encoder.encoder_dir})")
+    print(f"dim: {encoder.dim}")
+    cos = cosine_matrix(vectors)
+    width = max(len(t) for t in args.texts)
+    print("cosine similarity:")
+    print(" " * (width + 2) + "".join(f"{i:>8d}" for i in range(len(args.texts))))
+    for i, (text, row) in enumerate(zip(args.texts, cos)):
+        print(f"{text:<{width}}  " + "".join(f"{v:8.3f}" for v in row) + f"   [{i}]")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="nnunetv2_medals", description="nnunetv2-medals utilities")
+    sub = parser.add_subparsers(dest="verb", required=True)
+
+    p = sub.add_parser("trainer-dir", help="print the folder to export as nnUNet_extTrainer")
+    p.set_defaults(func=_cmd_trainer_dir)
+
+    p = sub.add_parser("phantom", help="write a synthetic text-prompted CT dataset into nnUNet_raw")
+    p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_MedalSPhantom)")
+    p.add_argument("-n", type=int, default=10, help="training cases (default 10)")
+    p.add_argument("--num_test", type=int, default=2, help="held-out cases in imagesTs/labelsTs (default 2)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_MedalSPhantom")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.set_defaults(func=_cmd_phantom)
+
+    p = sub.add_parser("encode", help="embed texts; print the dim and their cosine matrix")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--encoder", default=None, help="local Hugging Face model folder (default: packaged MiniLM-L6)")
+    p.add_argument("--no_cache", action="store_true", help="do not read or write the embedding cache")
+    p.set_defaults(func=_cmd_encode)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (MedalSInputError, FileExistsError) as e:
+        sys.exit(f"error: {e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,49 @@
+"""Atomic writes: outputs appear complete or not at all."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: str | os.PathLike, obj, indent: int = 2) -> None:
+    atomic_write_bytes(path, (json.dumps(obj, indent=indent, sort_keys=False) + "\n").encode())
+
+
+@contextmanager
+def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Yield a temporary sibling folder; on success it replaces ``final_path``, on error it is removed.
+
+    With ``overwrite=False`` an existing ``final_path`` is an error raised before anything is written.
+    """
+    final_path = Path(final_path)
+    if final_path.exists() and not overwrite:
+        raise FileExistsError(f"{final_path} already exists; remove it or choose another dataset id")
+    final_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final_path.name}.", suffix=".tmp", dir=final_path.parent))
+    try:
+        yield tmp
+        if final_path.exists():
+            shutil.rmtree(final_path)
+        os.replace(tmp, final_path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,90 @@
+"""``nnUNetv2_plan_and_preprocess_medals``: nnU-Net's own plan-and-preprocess command, aware of our planners.
+
+nnU-Net looks up ``-pl`` planners only inside its own package, so this entry point runs nnU-Net's
+``plan_and_preprocess_entry`` unchanged (same flags, same help, same fingerprinting and Blosc2 preprocessing) and
+only resolves our planner names to class objects. It adds two things before anything is written: the text-prompted
+dataset is validated, and ``--text_encoder DIR`` chooses the encoder recorded in the plans. ``-pl`` defaults to
+``MedalSPlanner``.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from nnunetv2_medals.errors import MedalSInputError
+
+DEFAULT_PLANNER = "MedalSPlanner"
+
+
+def _our_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
+    parser = argparse.ArgumentParser(add_help=False)
+    parser.add_argument("--text_encoder", default=None,
+                        help="local Hugging Face model folder of the text encoder (default: the packaged MiniLM-L6)")
+    ours, rest = parser.parse_known_args(argv)
+    probe = argparse.ArgumentParser(add_help=False)
+    probe.add_argument("-d", nargs="+", type=int, default=[])
+    probe.add_argument("-pl", default=None)
+    known, _ = probe.parse_known_args(rest)
+    ours.d, ours.pl = known.d, known.pl
+    return ours, rest
+
+
+def configured_planner(name: str, text_encoder: str | None):
+    """Our planner class ``name`` bound to ``text_encoder`` (a subclass keeps nnU-Net's call signature)."""
+    from nnunetv2_medals.planners.medals_planners import PLANNERS
+
+    base = PLANNERS[name]
+    return type(name, (base,), {"text_encoder": text_encoder, "__module__": base.__module__})
+
+
+def validate_datasets(dataset_ids: Sequence[int]) -> None:
+    """Validate every dataset's text prompts before anything is written."""
+    from os.path import join
+
+    from nnunetv2.paths import nnUNet_raw
+    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+
+    from nnunetv2_medals.datasets import load_text_prompted_dataset
+
+    for d in dataset_ids:
+        load_text_prompted_dataset(join(nnUNet_raw, convert_id_to_dataset_name(d)))
+
+
+def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    ours, rest = _our_args(argv)
+    if "-h" in rest or "--help" in rest:
+        print("nnUNetv2_plan_and_preprocess_medals: nnUNetv2_plan_and_preprocess with the Medal S planners "
+              "(-pl MedalSPlanner [default] | MedalSPlannerCPU) and\n  --text_encoder DIR   local Hugging Face "
+              "model folder of the text encoder recorded in the plans (default: packaged MiniLM-L6)\n"
+              "nnU-Net's flags follow.\n")
+    from nnunetv2_medals.planners.medals_planners import PLANNERS
+
+    planner_name = ours.pl or DEFAULT_PLANNER
+    if ours.pl is None:
+        rest += ["-pl", DEFAULT_PLANNER]
+    try:
+        if planner_name in PLANNERS:
+            from nnunetv2_medals.text_prompts.encoder import resolve_encoder_dir
+
+            resolve_encoder_dir(ours.text_encoder, field="--text_encoder")
+            validate_datasets(ours.d)
+    except MedalSInputError as e:
+        sys.exit(f"error: {e}")
+
+    import nnunetv2.experiment_planning.plan_and_preprocess_entrypoints as stock
+    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset, plan_experiments
+
+    def plan_with_our_planners(dataset_ids, experiment_planner_class_name="ExperimentPlanner", *args, **kwargs):
+        if experiment_planner_class_name not in PLANNERS:
+            return plan_experiments(dataset_ids, experiment_planner_class_name, *args, **kwargs)
+        planner = configured_planner(experiment_planner_class_name, ours.text_encoder)
+        identifier = None
+        for d in dataset_ids:
+            _, identifier = plan_experiment_dataset(d, planner, *args, **kwargs)
+        return identifier
+
+    stock.plan_experiments = plan_with_our_planners
+    sys.argv = [sys.argv[0], *rest]
+    stock.plan_and_preprocess_entry()

@@ -1,0 +1,1 @@
+"""Medal S experiment planners (installed as ``nnunetv2_medals.planners``)."""

@@ -1,0 +1,96 @@
+"""Medal S experiment planners: nnU-Net ResEnc planning, with the network swapped for MedalSNetwork.
+
+``MedalSPlanner`` is the real-size preset (ResEnc-M topology, ~8 GB VRAM target, reference query-decoder sizes);
+``MedalSPlannerCPU`` caps patches at 48³ and narrows every width, for demos and tests on CPU. Both record the text
+encoder (id, dim, folder) in the plans so a model never meets embeddings of another encoder, keep nnU-Net's
+``DefaultPreprocessor`` (Blosc2) unchanged, and write their data under their own identifier.
+"""
+from __future__ import annotations
+
+from typing import List, Tuple, Union
+
+import numpy as np
+from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import \
+    nnUNetPlannerResEncM
+
+from nnunetv2_medals.text_prompts.encoder import DEFAULT_ENCODER, encoder_identity, resolve_encoder_dir
+
+NETWORK_CLASS_NAME = "nnunetv2_medals.network.medals_network.MedalSNetwork"
+PLANS_KEY = "medals"
+
+
+class MedalSPlanner(nnUNetPlannerResEncM):
+    """Real-size Medal S preset (plans ``MedalSPlans``)."""
+
+    #: text encoder folder, or None for the packaged default; the planning entry point sets it per run
+    text_encoder: str | None = None
+    #: query decoder sizes of the reference implementation (DESIGN §4)
+    query_decoder = {"query_dim": 768, "query_heads": 8, "query_layers": 6, "query_ffn_dim": 2048,
+                     "query_mlp_hidden": 256}
+    #: None keeps nnU-Net's patch size; an int caps every patch edge (voxels)
+    max_patch_edge: int | None = None
+    #: None keeps nnU-Net's batch size
+    fixed_batch_size: int | None = None
+
+    def __init__(self, dataset_name_or_id: Union[str, int], gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "MedalSPlans",
+                 overwrite_target_spacing: Union[List[float], Tuple[float, ...]] = None,
+                 suppress_transpose: bool = False):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
+                         overwrite_target_spacing, suppress_transpose)
+        encoder_dir = resolve_encoder_dir(self.text_encoder, field="--text_encoder")
+        encoder_id, dim = encoder_identity(encoder_dir)
+        self.text_encoder_record = {"id": encoder_id, "dim": dim,
+                                    "path": DEFAULT_ENCODER if self.text_encoder in (None, DEFAULT_ENCODER)
+                                    else str(encoder_dir)}
+
+    def generate_data_identifier(self, configuration_name: str) -> str:
+        # ResEnc planners share 'nnUNetPlans_3d_fullres' with the default plans; ours never reuse or clobber it
+        return self.plans_identifier + "_" + configuration_name
+
+    def get_plans_for_configuration(self, spacing, median_shape, data_identifier: str,
+                                    approximate_n_voxels_dataset: float, _cache: dict) -> dict:
+        if self.max_patch_edge is not None:
+            # nnU-Net clips its initial patch to the median shape; clipping that shape caps the patch (the
+            # divisibility padding of a <= 48 edge with >= 4-voxel bottleneck maps never exceeds 48)
+            median_shape = np.minimum(np.asarray(median_shape), self.max_patch_edge)
+        plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
+                                                   approximate_n_voxels_dataset, _cache)
+        if self.max_patch_edge is not None and max(plan["patch_size"]) > self.max_patch_edge:
+            raise RuntimeError(f"planned patch {plan['patch_size']} exceeds {self.max_patch_edge}")
+        if self.fixed_batch_size is not None:
+            plan["batch_size"] = self.fixed_batch_size
+        if len(spacing) == 3:
+            plan["architecture"]["network_class_name"] = NETWORK_CLASS_NAME
+            plan["architecture"]["arch_kwargs"].update(
+                {"text_embedding_dim": self.text_encoder_record["dim"], **self.query_decoder})
+        return plan
+
+    def save_plans(self, plans):
+        # Medal S is a 3D method: the 2d configuration nnU-Net always plans is dropped rather than left broken
+        plans["configurations"].pop("2d", None)
+        plans[PLANS_KEY] = {"text_encoder": self.text_encoder_record, "network_class_name": NETWORK_CLASS_NAME}
+        super().save_plans(plans)
+
+
+class MedalSPlannerCPU(MedalSPlanner):
+    """Narrow CPU preset (plans ``MedalSPlansCPU``): patches <= 48³, features 16..128, batch 2."""
+
+    query_decoder = {"query_dim": 128, "query_heads": 4, "query_layers": 2, "query_ffn_dim": 256,
+                     "query_mlp_hidden": 64}
+    max_patch_edge = 48
+    fixed_batch_size = 2
+
+    def __init__(self, dataset_name_or_id: Union[str, int], gpu_memory_target_in_gb: float = 8,
+                 preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "MedalSPlansCPU",
+                 overwrite_target_spacing: Union[List[float], Tuple[float, ...]] = None,
+                 suppress_transpose: bool = False):
+        super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
+                         overwrite_target_spacing, suppress_transpose)
+        self.UNet_base_num_features = 16
+        self.UNet_max_features_3d = 128
+        self.UNet_blocks_per_stage_encoder = (1, 2, 2, 2, 2, 2, 2, 2, 2, 2)
+        self.UNet_blocks_per_stage_decoder = (1,) * 10
+
+
+PLANNERS = {cls.__name__: cls for cls in (MedalSPlanner, MedalSPlannerCPU)}
