@@ -9,6 +9,7 @@ Geometry is in LPS millimetres, as ITK writes it: array axes (z, y, x), +x = pat
 """
 from __future__ import annotations
 
+import copy
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,7 +129,8 @@ def _write_nifti(array: np.ndarray, spacing_zyx, path: Path) -> None:
 
 
 def phantom_dataset_json(num_training: int) -> dict:
-    return {
+    """A fresh ``dataset.json`` dict (callers may modify it)."""
+    return copy.deepcopy({
         "name": "MedalSPhantom",
         "description": "Synthetic abdominal CT phantoms with text prompts (nnunetv2-medals)",
         "channel_names": {"0": "CT"},
@@ -138,7 +140,7 @@ def phantom_dataset_json(num_training: int) -> dict:
         "modality": "CT",
         "text_prompts": TEXT_PROMPTS,
         "text_regions": TEXT_REGIONS,
-    }
+    })
 
 
 def write_phantom_dataset(output_folder: str | os.PathLike, num_cases: int = 10, num_test: int = 2,

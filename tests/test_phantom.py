@@ -1,0 +1,72 @@
+"""The phantom generator: anatomy that makes text matter, random geometry, atomic output."""
+import numpy as np
+import pytest
+import SimpleITK as sitk
+from scipy import ndimage
+
+from conftest import nnunet_env, run
+from nnunetv2_medals.datasets import load_text_prompted_dataset
+from nnunetv2_medals.phantom import LABELS, make_phantom_case, write_phantom_dataset
+
+
+def test_anatomy_laterality_nesting_and_instances():
+    rng = np.random.default_rng(3)
+    spacings = []
+    for _ in range(4):
+        case = make_phantom_case(rng)
+        lab = case.labels
+        spacings.append(case.spacing_mm)
+        for name, value in LABELS.items():
+            if value:
+                assert (lab == value).sum() > 0, name
+        # LPS: +x is the patient's left, so the left kidney has the larger x index
+        x_left = ndimage.center_of_mass(lab == LABELS["left kidney"])[2]
+        x_right = ndimage.center_of_mass(lab == LABELS["right kidney"])[2]
+        assert x_left > x_right + 10
+        assert ndimage.center_of_mass(lab == LABELS["liver parenchyma"])[2] < lab.shape[2] / 2
+        # the tumour sits inside the liver: every tumour voxel touches liver or tumour only
+        tumour = lab == LABELS["liver tumour"]
+        ring = ndimage.binary_dilation(tumour) & ~tumour
+        assert set(np.unique(lab[ring])) <= {LABELS["liver parenchyma"], LABELS["liver tumour"]}
+        _, n_nodes = ndimage.label(lab == LABELS["lymph node"])
+        assert n_nodes >= 2
+        # kidneys look alike: only their side tells them apart
+        img = case.image_hu.astype(float)
+        assert abs(img[lab == 1].mean() - img[lab == 2].mean()) < 15
+        assert img[lab == 0].min() < -900 and img[lab == LABELS["left kidney"]].mean() > 120
+    spacings = np.array(spacings)
+    assert np.all(spacings[:, 0] > spacings[:, 1] * 1.1)  # anisotropic
+    assert np.ptp(spacings[:, 0]) > 0.1  # random
+
+
+def test_command_writes_a_valid_text_prompted_dataset(tmp_path):
+    env = nnunet_env(tmp_path)
+    run(["nnunetv2_medals", "phantom", "-d", "7", "-n", "3", "--num_test", "1"], env)
+    folder = tmp_path / "raw" / "Dataset007_MedalSPhantom"
+    ds = load_text_prompted_dataset(folder)
+    assert ds.modality == "CT" and "liver" in ds.target_names
+    images = sorted((folder / "imagesTr").iterdir())
+    assert [p.name for p in images] == [f"phantom_tr_{i:03d}_0000.nii.gz" for i in range(3)]
+    img = sitk.ReadImage(str(images[0]))
+    seg = sitk.ReadImage(str(folder / "labelsTr" / "phantom_tr_000.nii.gz"))
+    assert img.GetSize() == seg.GetSize() and img.GetSpacing() == seg.GetSpacing()
+    assert (folder / "imagesTs" / "phantom_ts_000_0000.nii.gz").is_file()
+    again = run(["nnunetv2_medals", "phantom", "-d", "7", "-n", "3"], env, check=False)
+    assert again.returncode != 0 and "already exists" in again.stderr
+
+
+def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
+    import nnunetv2_medals.phantom as phantom
+
+    calls = []
+
+    def failing_write(array, spacing, path):
+        calls.append(path)
+        if len(calls) == 3:
+            raise OSError("disk full")
+        path.write_bytes(b"partial")
+
+    monkeypatch.setattr(phantom, "_write_nifti", failing_write)
+    with pytest.raises(OSError):
+        write_phantom_dataset(tmp_path / "Dataset001_X", num_cases=3)
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,63 @@
+"""Planning + preprocessing through nnUNetv2_plan_and_preprocess_medals."""
+import json
+
+import pytest
+
+from conftest import nnunet_env, run
+from nnunetv2_medals.phantom import phantom_dataset_json, write_phantom_dataset
+
+
+def test_cpu_preset_plans_our_network_and_writes_blosc2(preprocessed_phantom):
+    pre = preprocessed_phantom["preprocessed"]
+    plans = json.loads((pre / "MedalSPlansCPU.json").read_text())
+    assert set(plans["configurations"]) == {"3d_fullres"}
+    cfg = plans["configurations"]["3d_fullres"]
+    assert cfg["architecture"]["network_class_name"] == "nnunetv2_medals.network.medals_network.MedalSNetwork"
+    assert max(cfg["patch_size"]) <= 48 and cfg["batch_size"] == 2
+    assert cfg["architecture"]["arch_kwargs"]["features_per_stage"][0] == 16
+    assert cfg["architecture"]["arch_kwargs"]["text_embedding_dim"] == 384
+    assert cfg["data_identifier"] == "MedalSPlansCPU_3d_fullres"
+    encoder = plans["medals"]["text_encoder"]
+    assert encoder["dim"] == 384 and encoder["id"].startswith("all-MiniLM-L6-v2@") and encoder["path"] == "default"
+    data = pre / "MedalSPlansCPU_3d_fullres"
+    assert len(list(data.glob("*_seg.b2nd"))) == 6 and len(list(data.glob("*.pkl"))) == 6
+    # nnU-Net copies dataset.json, so the prompts travel with the preprocessed data
+    assert "text_prompts" in json.loads((pre / "dataset.json").read_text())
+
+
+def test_real_size_preset_plans_reference_query_decoder(tmp_path):
+    env = nnunet_env(tmp_path)
+    write_phantom_dataset(tmp_path / "raw" / "Dataset902_MedalSPhantom", num_cases=2, num_test=0)
+    run(["nnUNetv2_plan_and_preprocess_medals", "-d", "902", "--no_pp", "-npfp", "1"], env)
+    plans = json.loads((tmp_path / "preprocessed" / "Dataset902_MedalSPhantom" / "MedalSPlans.json").read_text())
+    kwargs = plans["configurations"]["3d_fullres"]["architecture"]["arch_kwargs"]
+    assert (kwargs["query_dim"], kwargs["query_heads"], kwargs["query_layers"], kwargs["query_ffn_dim"]) == \
+        (768, 8, 6, 2048)
+    assert kwargs["n_blocks_per_stage"][:3] == [1, 3, 4]  # ResEnc-M encoder
+    assert plans["configurations"]["3d_fullres"]["data_identifier"] == "MedalSPlans_3d_fullres"
+
+
+@pytest.mark.parametrize("case", ["missing_prompts", "unknown_region_label", "missing_encoder"])
+def test_bad_input_fails_before_anything_is_written(tmp_path, case):
+    env = nnunet_env(tmp_path)
+    folder = tmp_path / "raw" / "Dataset903_MedalSPhantom"
+    write_phantom_dataset(folder, num_cases=2, num_test=0)
+    ds = phantom_dataset_json(2)
+    extra = []
+    if case == "missing_prompts":
+        del ds["text_prompts"]["spleen"]
+        expected = "dataset.json: field 'text_prompts.spleen'"
+    elif case == "unknown_region_label":
+        ds["text_regions"]["liver"]["labels"].append("gallbladder")
+        expected = "dataset.json: field 'text_regions.liver.labels[2]'"
+    else:
+        extra = ["--text_encoder", str(tmp_path / "no_model")]
+        expected = "field '--text_encoder'"
+    (folder / "dataset.json").write_text(json.dumps(ds))
+    before = (folder / "dataset.json").read_bytes()
+    proc = run(["nnUNetv2_plan_and_preprocess_medals", "-d", "903", "-pl", "MedalSPlannerCPU", "-npfp", "1", *extra],
+               env, check=False)
+    assert proc.returncode != 0
+    assert expected in proc.stderr and proc.stderr.count("error:") == 1
+    assert not (tmp_path / "preprocessed").exists()
+    assert (folder / "dataset.json").read_bytes() == before
