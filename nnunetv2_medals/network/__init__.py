@@ -1,0 +1,1 @@
+"""MedalSNetwork and its parts (``nnunetv2_medals.network.medals_network``)."""
