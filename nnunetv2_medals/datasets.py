@@ -5,9 +5,10 @@ A text-prompted dataset is a normal nnU-Net raw dataset whose ``dataset.json`` a
     "text_prompts": {"left kidney": ["left kidney", "left renal structure"],
                      "lymph node": {"prompts": ["lymph node"], "instance": true}},
     "text_regions": {"liver": {"labels": ["liver parenchyma", "liver tumour"], "prompts": ["liver"]}},
-    "modality": "CT"
+    "imaging_modality": "CT"
 
-and optionally ``annotated_labels.json`` beside it (case id -> label names annotated in that case) for datasets
+(``imaging_modality``, not ``modality``: nnU-Net reads a ``modality`` key as its legacy channel map and would take
+the length of the string "CT" as the number of input channels) and optionally ``annotated_labels.json`` beside it (case id -> label names annotated in that case) for datasets
 whose cases are only partially labelled. Every consumer (planner, trainer, predictor, converters) goes through
 :func:`load_text_prompted_dataset` so the rules live in one place.
 """
@@ -51,8 +52,10 @@ class PromptTarget:
 class TextPromptedDataset:
     """A validated text-prompted dataset.
 
-    ``targets`` are ordered labels (by value) then regions (in file order): this order is the channel order of
-    the trained model's stored classes and of stock ``nnUNetv2_predict`` outputs.
+    ``targets`` are ordered regions (in file order) then labels (by value). This is the channel order of the
+    trained model's stored classes and of stock ``nnUNetv2_predict`` outputs, whose label map writes channels in
+    order: a region first, then its member labels over it (a voxel of "liver" that neither "liver parenchyma" nor
+    "liver tumour" claims keeps the region's lowest label).
     """
 
     dataset_json_file: Path
@@ -70,6 +73,21 @@ class TextPromptedDataset:
             if t.name == name:
                 return t
         raise KeyError(name)
+
+    def nnunet_region_labels(self) -> tuple[dict[str, list[int]], list[int]]:
+        """``labels`` and ``regions_class_order`` for nnU-Net's region-based (sigmoid per channel) label handling.
+
+        One entry per target, in target order; a region is written as its lowest label. nnU-Net switches to
+        region mode only when some entry lists more than one value, so in a dataset without regions the first
+        label is written as ``[v, v]`` (the same region as ``[v]``).
+        """
+        labels: dict[str, list[int]] = {"background": 0}
+        for t in self.targets:
+            labels[t.name] = list(t.label_values)
+        if all(len(v) == 1 for k, v in labels.items() if k != "background"):
+            first = self.targets[0].name
+            labels[first] = labels[first] * 2
+        return labels, [min(t.label_values) for t in self.targets]
 
     def all_phrasings(self) -> list[str]:
         """Every phrasing of every target, without duplicates, in target order."""
@@ -155,13 +173,6 @@ def parse_text_prompted_dataset(ds: Mapping[str, Any], file: str | Path,
                                    f"is not a foreground label; labels are {', '.join(foreground)} "
                                    f"(unions of labels go in 'text_regions')")
     targets: list[PromptTarget] = []
-    for name, value in foreground.items():
-        if name not in text_prompts:
-            raise MedalSInputError(file, f"text_prompts.{name}",
-                                   f"label '{name}' (value {value}) has no prompts; add a list of phrasings for it")
-        phrasings, instance = _parse_prompt_entry(text_prompts[name], file, f"text_prompts.{name}")
-        targets.append(PromptTarget(name, (value,), phrasings, instance))
-
     regions = ds.get("text_regions", {})
     if not isinstance(regions, dict):
         raise MedalSInputError(file, "text_regions", "must map region names to {\"labels\": [...], \"prompts\": [...]}")
@@ -190,6 +201,13 @@ def parse_text_prompted_dataset(ds: Mapping[str, Any], file: str | Path,
         targets.append(PromptTarget(name, tuple(sorted(foreground[m] for m in members)), phrasings, instance,
                                     is_region=True))
 
+    for name, value in foreground.items():
+        if name not in text_prompts:
+            raise MedalSInputError(file, f"text_prompts.{name}",
+                                   f"label '{name}' (value {value}) has no prompts; add a list of phrasings for it")
+        phrasings, instance = _parse_prompt_entry(text_prompts[name], file, f"text_prompts.{name}")
+        targets.append(PromptTarget(name, (value,), phrasings, instance))
+
     seen: dict[str, str] = {}
     for t in targets:
         for p in t.prompts:
@@ -200,9 +218,13 @@ def parse_text_prompted_dataset(ds: Mapping[str, Any], file: str | Path,
                                        f"one target")
             seen[key] = t.name
 
+    if isinstance(ds.get("modality"), str):
+        raise MedalSInputError(file, "modality", "nnU-Net reads 'modality' as its legacy channel map (the length of "
+                                                 f"{ds['modality']!r} would become the number of input channels); "
+                                                 "write the imaging modality as 'imaging_modality'")
     modality = None
-    if ds.get("modality") is not None:
-        modality = canonical_modality(ds["modality"], file)
+    if ds.get("imaging_modality") is not None:
+        modality = canonical_modality(ds["imaging_modality"], file, "imaging_modality")
 
     annotated = None
     if annotated_labels is not None:

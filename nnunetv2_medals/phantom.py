@@ -137,7 +137,7 @@ def phantom_dataset_json(num_training: int) -> dict:
         "labels": LABELS,
         "numTraining": num_training,
         "file_ending": ".nii.gz",
-        "modality": "CT",
+        "imaging_modality": "CT",
         "text_prompts": TEXT_PROMPTS,
         "text_regions": TEXT_REGIONS,
     })

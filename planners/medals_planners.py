@@ -7,12 +7,16 @@ encoder (id, dim, folder) in the plans so a model never meets embeddings of anot
 """
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import List, Tuple, Union
 
 import numpy as np
+from nnunetv2.paths import nnUNet_preprocessed
 from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import \
     nnUNetPlannerResEncM
 
+from nnunetv2_medals.datasets import ANNOTATED_LABELS_FILE
 from nnunetv2_medals.text_prompts.encoder import DEFAULT_ENCODER, encoder_identity, resolve_encoder_dir
 
 NETWORK_CLASS_NAME = "nnunetv2_medals.network.medals_network.MedalSNetwork"
@@ -71,6 +75,10 @@ class MedalSPlanner(nnUNetPlannerResEncM):
         plans["configurations"].pop("2d", None)
         plans[PLANS_KEY] = {"text_encoder": self.text_encoder_record, "network_class_name": NETWORK_CLASS_NAME}
         super().save_plans(plans)
+        # nnU-Net copies dataset.json into the preprocessed folder; the partial-annotation map travels with it
+        annotated = Path(self.raw_dataset_folder) / ANNOTATED_LABELS_FILE
+        if annotated.is_file():
+            shutil.copyfile(annotated, Path(nnUNet_preprocessed) / self.dataset_name / ANNOTATED_LABELS_FILE)
 
 
 class MedalSPlannerCPU(MedalSPlanner):

@@ -2,6 +2,7 @@
 import copy
 import json
 
+import numpy as np
 import pytest
 
 from nnunetv2_medals.datasets import load_text_prompted_dataset, parse_text_prompted_dataset
@@ -14,7 +15,7 @@ GOOD = {
     "text_prompts": {"liver": ["liver", "hepatic tissue"], "tumour": {"prompts": ["liver tumour"], "instance": True},
                      "left kidney": "left kidney"},
     "text_regions": {"whole liver": {"labels": ["liver", "tumour"], "prompts": ["whole liver"]}},
-    "modality": "ct",
+    "imaging_modality": "ct",
 }
 
 
@@ -24,14 +25,33 @@ def _error(ds, **kw) -> MedalSInputError:
     return info.value
 
 
-def test_targets_are_labels_by_value_then_regions():
+def test_targets_are_regions_then_labels_by_value():
     ds = parse_text_prompted_dataset(GOOD, "dataset.json")
-    assert ds.target_names == ["liver", "tumour", "left kidney", "whole liver"]
+    assert ds.target_names == ["whole liver", "liver", "tumour", "left kidney"]
     assert ds.target("whole liver").label_values == (1, 2) and ds.target("whole liver").is_region
     assert ds.target("tumour").instance and not ds.target("liver").instance
     assert ds.target("left kidney").prompts == ("left kidney",)
     assert ds.modality == "CT"
-    assert ds.all_phrasings() == ["liver", "hepatic tissue", "liver tumour", "left kidney", "whole liver"]
+    assert ds.all_phrasings() == ["whole liver", "liver", "hepatic tissue", "liver tumour", "left kidney"]
+
+
+def test_nnunet_region_labels_put_regions_under_their_members():
+    from nnunetv2.utilities.label_handling.label_handling import LabelManager
+
+    ds = parse_text_prompted_dataset(GOOD, "dataset.json")
+    labels, order = ds.nnunet_region_labels()
+    manager = LabelManager(labels, order)
+    assert manager.has_regions and manager.foreground_regions == [(1, 2), (1,), (2,), (3,)]
+    probs = np.zeros((4, 1, 1, 3))
+    probs[0, ..., :2] = 0.9   # whole liver on voxels 0, 1
+    probs[2, ..., 1] = 0.8    # tumour on voxel 1
+    probs[3, ..., 2] = 0.7    # left kidney on voxel 2
+    assert manager.convert_probabilities_to_segmentation(probs).ravel().tolist() == [1, 2, 3]
+    no_regions = copy.deepcopy(GOOD)
+    del no_regions["text_regions"]
+    labels, order = parse_text_prompted_dataset(no_regions, "dataset.json").nnunet_region_labels()
+    manager = LabelManager(labels, order)
+    assert manager.has_regions and order == [1, 2, 3] and manager.num_segmentation_heads == 3
 
 
 def test_label_without_prompts_names_file_and_field():
@@ -48,7 +68,8 @@ def test_label_without_prompts_names_file_and_field():
     (lambda d: d["text_prompts"].update(liver=[]), "text_prompts.liver"),
     (lambda d: d["text_prompts"].update(liver={"prompts": ["liver"], "colour": "red"}), "text_prompts.liver.colour"),
     (lambda d: d["text_prompts"].update(tumour=["liver"]), "text_prompts.tumour"),
-    (lambda d: d.update(modality="XRAY"), "modality"),
+    (lambda d: d.update(imaging_modality="XRAY"), "imaging_modality"),
+    (lambda d: d.update(modality="CT"), "modality"),
     (lambda d: d["labels"].update(liver=[1, 2]), "labels.liver"),
     (lambda d: d.pop("text_prompts"), "text_prompts"),
     (lambda d: d["text_regions"].update(liver={"labels": ["liver"], "prompts": ["x"]}), "text_regions.liver"),
@@ -61,7 +82,7 @@ def test_each_mistake_gets_one_error_naming_its_field(mutate, field):
 
 def test_partial_annotation_marks_targets_and_rejects_unknown_names():
     ds = parse_text_prompted_dataset(GOOD, "dataset.json", annotated_labels={"c1": ["liver", "tumour"]})
-    assert ds.annotated_target_mask("c1") == [True, True, False, True]
+    assert ds.annotated_target_mask("c1") == [True, True, True, False]
     assert ds.annotated_target_mask("c2") == [True] * 4  # not listed: fully annotated
     err = _error(GOOD, annotated_labels={"c1": ["livr"]}, annotated_file="/data/annotated_labels.json")
     assert err.file == "/data/annotated_labels.json" and err.field == "c1[0]"

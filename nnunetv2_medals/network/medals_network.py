@@ -201,6 +201,9 @@ class MedalSNetwork(nn.Module):
         self.prompt_fusion = PromptFusion(self.decoder.output_channels[0], conv_op, norm_op, norm_op_kwargs, nonlin,
                                           nonlin_kwargs, conv_bias)
         self.register_buffer("class_embeddings", torch.zeros(num_classes, text_embedding_dim))
+        #: what the trained model knows about text (set by MedalSTrainer, saved with the weights as extra state):
+        #: text encoder id/dim/path, targets with their label values and phrasings, and the phrasings' embeddings
+        self.vocabulary: dict = {}
         self.num_classes = num_classes
         self.text_embedding_dim = text_embedding_dim
         self.input_channels = input_channels
@@ -218,6 +221,12 @@ class MedalSNetwork(nn.Module):
             raise ValueError(f"expected class embeddings of shape {tuple(self.class_embeddings.shape)}, "
                              f"got {tuple(embeddings.shape)}")
         self.class_embeddings.copy_(embeddings)
+
+    def get_extra_state(self) -> dict:
+        return self.vocabulary
+
+    def set_extra_state(self, state: dict) -> None:
+        self.vocabulary = dict(state or {})
 
     def _text(self, text_embeddings: torch.Tensor | None, batch: int) -> torch.Tensor:
         if text_embeddings is None:
@@ -249,6 +258,11 @@ class MedalSNetwork(nn.Module):
             logits = [self.prompt_fusion(features[0], class_vectors[0], spatial_prompts)]
         else:
             logits = [torch.einsum("bnc,bc...->bn...", class_vectors[0], features[0])]
+            if self.training and torch.distributed.is_available() and torch.distributed.is_initialized():
+                # DDP (find_unused_parameters=False, as nnU-Net wraps it) needs every parameter in every step's
+                # graph; a zero-weighted pass keeps the fusion conv in without changing the result
+                logits[0] = logits[0] + 0 * self.prompt_fusion.conv(
+                    torch.cat((features[0], features[0]), 1)).sum()
         if deep:
             logits += [torch.einsum("bnc,bc...->bn...", t, f) for t, f in zip(class_vectors[1:], features[1:])]
         if prompt_mask is not None:

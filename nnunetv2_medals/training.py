@@ -1,0 +1,116 @@
+"""Pieces MedalSTrainer wires into nnU-Net's training loop: the trained vocabulary, query batches, the schedule."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+
+from nnunetv2_medals.datasets import TextPromptedDataset
+from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.prompts import sample_training_prompts
+from nnunetv2_medals.text_prompts.encoder import TextEncoder
+
+
+@dataclass
+class TrainingVocabulary:
+    """Every phrasing of every target, embedded once when training starts (never inside a step).
+
+    ``embeddings`` (P, L) follow ``phrasings``; ``target_phrasings[t]`` are the phrasing ids of target t; the
+    first phrasing of each target is its stored class embedding (what stock ``nnUNetv2_predict`` segments with).
+    """
+
+    dataset: TextPromptedDataset
+    phrasings: list[str]
+    embeddings: np.ndarray
+    target_phrasings: list[list[int]]
+    encoder: dict
+
+    @classmethod
+    def build(cls, dataset: TextPromptedDataset, encoder_record: Mapping, plans_file: str = "plans",
+              device: str = "cpu") -> "TrainingVocabulary":
+        """Embed all phrasings with the encoder recorded in the plans; refuse a different encoder."""
+        encoder = TextEncoder(encoder_record.get("path"), device=device)
+        if encoder.id != encoder_record.get("id"):
+            raise MedalSInputError(plans_file, "medals.text_encoder.id",
+                                   f"the plans were made with text encoder {encoder_record.get('id')!r} but "
+                                   f"{encoder.encoder_dir} is {encoder.id!r}; re-plan or restore that encoder")
+        phrasings = dataset.all_phrasings()
+        index = {p: i for i, p in enumerate(phrasings)}
+        return cls(dataset, phrasings, encoder.encode(phrasings),
+                   [[index[p] for p in t.prompts] for t in dataset.targets], dict(encoder_record))
+
+    @property
+    def class_embeddings(self) -> np.ndarray:
+        return self.embeddings[[ids[0] for ids in self.target_phrasings]]
+
+    def to_state(self) -> dict:
+        """Plain-data record stored with the network weights (see ``MedalSNetwork.get_extra_state``)."""
+        return {
+            "text_encoder": dict(self.encoder),
+            "modality": self.dataset.modality,
+            "targets": [{"name": t.name, "label_values": list(t.label_values), "instance": t.instance,
+                         "is_region": t.is_region, "phrasings": list(t.prompts)} for t in self.dataset.targets],
+            "phrasings": list(self.phrasings),
+            "phrasing_embeddings": self.embeddings.astype(np.float32),
+        }
+
+
+@dataclass
+class QueryBatch:
+    """Prompts of one training batch, padded to the largest sample: all (B, N)."""
+
+    target_index: torch.Tensor
+    phrasing_index: torch.Tensor
+    valid: torch.Tensor
+
+
+def sample_query_batch(presence: np.ndarray, annotated: np.ndarray, vocabulary: TrainingVocabulary,
+                       max_queries: int, rng: np.random.Generator, device) -> QueryBatch:
+    """Per-sample prompt sampling (:func:`sample_training_prompts`) padded into one batch.
+
+    ``presence``/``annotated``: (B, T) bool. Padded slots point at target 0 / phrasing 0 and are masked out.
+    """
+    chosen = [sample_training_prompts(presence[b], annotated[b], vocabulary.target_phrasings, max_queries, rng)
+              for b in range(len(presence))]
+    n = max(1, max(len(t) for t, _ in chosen))
+    target_index = torch.zeros(len(chosen), n, dtype=torch.long)
+    phrasing_index = torch.zeros(len(chosen), n, dtype=torch.long)
+    valid = torch.zeros(len(chosen), n, dtype=torch.bool)
+    for b, (targets, phrasings) in enumerate(chosen):
+        target_index[b, :len(targets)] = torch.tensor(targets, dtype=torch.long)
+        phrasing_index[b, :len(targets)] = torch.tensor(phrasings, dtype=torch.long)
+        valid[b, :len(targets)] = True
+    return QueryBatch(target_index.to(device), phrasing_index.to(device), valid.to(device))
+
+
+def nnunet_deep_supervision_weights(n_outputs: int, ddp: bool) -> np.ndarray:
+    """nnU-Net's deep-supervision weights: 1/2^i, the lowest output off (1e-6 under DDP so it stays in the graph)."""
+    weights = np.array([1 / (2 ** i) for i in range(n_outputs)])
+    weights[-1] = 1e-6 if ddp else 0
+    return weights / weights.sum()
+
+
+class CosineLRScheduler(torch.optim.lr_scheduler._LRScheduler):
+    """Cosine decay from ``initial_lr`` to 0 over ``max_steps`` epochs, stepped by nnU-Net with the epoch number."""
+
+    def __init__(self, optimizer, initial_lr: float, max_steps: int, current_step: int | None = None):
+        self.initial_lr = initial_lr
+        self.max_steps = max_steps
+        self.ctr = 0
+        super().__init__(optimizer, current_step if current_step is not None else -1)
+
+    def step(self, current_step: int | None = None):
+        if current_step is None or current_step == -1:
+            current_step = self.ctr
+            self.ctr += 1
+        lr = 0.5 * self.initial_lr * (1 + math.cos(math.pi * min(current_step, self.max_steps) / self.max_steps))
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+
+
+def case_annotation_mask(dataset: TextPromptedDataset, keys: Sequence[str]) -> np.ndarray:
+    """(B, T) bool: which targets are annotated in each case of the batch."""
+    return np.array([dataset.annotated_target_mask(k) for k in keys], dtype=bool)

@@ -1,0 +1,218 @@
+"""MedalSTrainer: nnU-Net's trainer with text prompts as classes (found through ``nnUNet_extTrainer``).
+
+nnU-Net imports the modules of this folder as top-level names, so everything else is imported absolutely from
+``nnunetv2_medals``. What is reused unchanged: Blosc2 data loading, batchgeneratorsv2 augmentation (without
+mirroring, see below), checkpoints and ``--c``, the progress plot, the final validation and its Dice summary,
+``-num_gpus`` DDP (CUDA only in nnU-Net). What changes: the label handling (one sigmoid channel per target,
+regions included), the loss (per-query BCE + Dice), the optimiser (AdamW + cosine, as the reference), and the
+train/validation steps (prompt sampling, Algorithm 1, occasional steps without prompt fusion).
+"""
+from typing import List, Tuple, Union
+
+import numpy as np
+import torch
+from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
+from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
+from nnunetv2.utilities.helpers import dummy_context
+from torch import autocast
+from torch._dynamo import OptimizedModule
+
+from nnunetv2_medals.datasets import ANNOTATED_LABELS_FILE, parse_text_prompted_dataset
+from nnunetv2_medals.losses import PromptBCEDiceLoss
+from nnunetv2_medals.planners.medals_planners import PLANS_KEY
+from nnunetv2_medals.prompts import TargetLookup, simulate_spatial_prompts
+from nnunetv2_medals.training import (CosineLRScheduler, TrainingVocabulary, case_annotation_mask,
+                                      nnunet_deep_supervision_weights, sample_query_batch)
+
+
+class MedalSTrainer(nnUNetTrainer):
+    #: prompts per sample (reference: 32)
+    max_queries = 32
+    #: fraction of steps that bypass the prompt fusion (reference: ~10%)
+    p_skip_fusion = 0.1
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        if PLANS_KEY not in self.plans_manager.plans:
+            raise RuntimeError(f"plans {self.plans_manager.plans_name} were not made by a MedalS planner; run "
+                               f"nnUNetv2_plan_and_preprocess_medals -pl MedalSPlanner (or MedalSPlannerCPU)")
+        self.initial_lr = 1e-4
+        self.weight_decay = 0.01
+        base = self.preprocessed_dataset_folder_base
+        annotated = None
+        if base is not None:
+            from pathlib import Path
+            import json
+
+            ann_file = Path(base) / ANNOTATED_LABELS_FILE
+            annotated = json.loads(ann_file.read_text()) if ann_file.is_file() else None
+        self.text_dataset = parse_text_prompted_dataset(dataset_json, f"{base}/dataset.json", annotated)
+        labels, regions_class_order = self.text_dataset.nnunet_region_labels()
+        # one sigmoid channel per target (regions included): this dataset.json goes into the results folder, so
+        # stock nnUNetv2_predict builds the same label handling
+        self.dataset_json = {**dataset_json, "labels": labels, "regions_class_order": regions_class_order}
+        self.label_manager = self.plans_manager.get_label_manager(self.dataset_json)
+        self.target_lookup = TargetLookup(self.text_dataset.targets)
+        self.rng = np.random.default_rng()
+        self.vocabulary = None
+        self.phrasing_embeddings = None
+
+    def _plain_network(self):
+        net = self.network.module if self.is_ddp else self.network
+        return net._orig_mod if isinstance(net, OptimizedModule) else net
+
+    def initialize(self):
+        super().initialize()
+        self.vocabulary = TrainingVocabulary.build(self.text_dataset, self.plans_manager.plans[PLANS_KEY]["text_encoder"],
+                                                   f"{self.plans_manager.plans_name}.json")
+        self.phrasing_embeddings = torch.from_numpy(self.vocabulary.embeddings).to(self.device)
+        net = self._plain_network()
+        net.set_class_embeddings(torch.from_numpy(self.vocabulary.class_embeddings).to(self.device))
+        net.vocabulary = self.vocabulary.to_state()
+        self.print_to_log_file(f"text prompts: {len(self.vocabulary.phrasings)} phrasings of "
+                               f"{len(self.text_dataset.targets)} targets, encoder {self.vocabulary.encoder['id']}")
+
+    def configure_optimizers(self):
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+        return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs)
+
+    def _build_loss(self):
+        loss = PromptBCEDiceLoss()
+        if self.enable_deep_supervision:
+            n_outputs = len(self._get_deep_supervision_scales())
+            loss = DeepSupervisionWrapper(loss, nnunet_deep_supervision_weights(
+                n_outputs, ddp=self.is_ddp and not self._do_i_compile()))
+        return loss
+
+    def configure_rotation_dummyDA_mirroring_and_inital_patch_size(self):
+        rotation, dummy_2d, initial_patch_size, _ = super().configure_rotation_dummyDA_mirroring_and_inital_patch_size()
+        # Mirroring swaps left and right: it would teach "left kidney" on right kidneys. No mirroring in training
+        # and none as test-time augmentation.
+        self.inference_allowed_mirroring_axes = None
+        return rotation, dummy_2d, initial_patch_size, None
+
+    @staticmethod
+    def get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+                                do_dummy_2d_data_aug, use_mask_for_norm: List[bool] = None, is_cascaded: bool = False,
+                                foreground_labels: Union[Tuple[int, ...], List[int]] = None, regions=None,
+                                ignore_label: int = None):
+        # label maps stay label maps (no region channels): per-query targets are built in the step
+        return nnUNetTrainer.get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
+                                                     mirror_axes, do_dummy_2d_data_aug, use_mask_for_norm,
+                                                     is_cascaded, foreground_labels, None, ignore_label)
+
+    @staticmethod
+    def get_validation_transforms(deep_supervision_scales, is_cascaded: bool = False, foreground_labels=None,
+                                  regions=None, ignore_label: int = None):
+        return nnUNetTrainer.get_validation_transforms(deep_supervision_scales, is_cascaded, foreground_labels, None,
+                                                       ignore_label)
+
+    def _to_device(self, batch: dict):
+        data = batch["data"].to(self.device, non_blocking=True)
+        target = batch["target"]
+        segs = [t.to(self.device, non_blocking=True) for t in (target if isinstance(target, list) else [target])]
+        return data, segs
+
+    def _loss(self, output, targets: list, valid: torch.Tensor):
+        if self.enable_deep_supervision:
+            return self.loss(output, targets, [valid] * len(targets))
+        return self.loss(output, targets[0], valid)
+
+    def _autocast(self):
+        return autocast(self.device.type, enabled=True) if self.device.type == "cuda" else dummy_context()
+
+    def train_step(self, batch: dict) -> dict:
+        data, segs = self._to_device(batch)
+        presence = self.target_lookup.presence(segs[0]).cpu().numpy()
+        annotated = case_annotation_mask(self.text_dataset, batch["keys"])
+        queries = sample_query_batch(presence, annotated, self.vocabulary, self.max_queries, self.rng, self.device)
+        text = self.phrasing_embeddings[queries.phrasing_index]
+        targets = [self.target_lookup.masks(s, queries.target_index) for s in segs]
+        fuse = self.rng.random() >= self.p_skip_fusion
+        spatial = simulate_spatial_prompts(targets[0], queries.valid, generator=self.rng) if fuse else None
+
+        self.optimizer.zero_grad(set_to_none=True)
+        with self._autocast():
+            output = self.network(data, text, spatial, queries.valid, fuse_prompts=fuse)
+            loss = self._loss(output, targets, queries.valid)
+        # same update as nnUNetTrainer.train_step (AMP scaling, clipping at 12); that method cannot be reused
+        # because it calls the network with the image only
+        if self.grad_scaler is not None:
+            self.grad_scaler.scale(loss).backward()
+            self.grad_scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.grad_scaler.step(self.optimizer)
+            self.grad_scaler.update()
+        else:
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(self.network.parameters(), 12)
+            self.optimizer.step()
+        return {"loss": loss.detach().cpu().numpy()}
+
+    def validation_step(self, batch: dict) -> dict:
+        """Every trained target, text only (stored class embeddings), as stock prediction sees it.
+
+        Returns nnU-Net's pseudo-Dice statistics per target; unannotated targets of a case do not count.
+        """
+        data, segs = self._to_device(batch)
+        n_targets = len(self.text_dataset.targets)
+        index = torch.arange(n_targets, device=self.device).expand(data.shape[0], -1)
+        valid = torch.from_numpy(case_annotation_mask(self.text_dataset, batch["keys"])).to(self.device)
+        targets = [self.target_lookup.masks(s, index) for s in segs]
+        with self._autocast():
+            output = self.network(data)
+            loss = self._loss(output, targets, valid)
+        logits = output[0] if self.enable_deep_supervision else output
+        pred = logits > 0
+        truth = targets[0] > 0.5
+        weight = valid.float()
+        spatial = tuple(range(2, pred.dim()))
+        tp = ((pred & truth).sum(spatial) * weight).sum(0)
+        fp = ((pred & ~truth).sum(spatial) * weight).sum(0)
+        fn = ((~pred & truth).sum(spatial) * weight).sum(0)
+        return {"loss": loss.detach().cpu().numpy(), "tp_hard": tp.detach().cpu().numpy(),
+                "fp_hard": fp.detach().cpu().numpy(), "fn_hard": fn.detach().cpu().numpy()}
+
+
+class MedalSTrainer_CPUDemo(MedalSTrainer):
+    """A few hundred iterations: the README demo on the phantom with the CPU preset."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 20
+        self.num_iterations_per_epoch = 25
+        self.num_val_iterations_per_epoch = 4
+        self.initial_lr = 1e-3
+        self.max_queries = 16
+
+
+class MedalSTrainer_smoke(MedalSTrainer):
+    """One epoch of a few iterations: checks an installation end to end."""
+
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        super().__init__(plans, configuration, fold, dataset_json, device)
+        self.num_epochs = 1
+        self.num_iterations_per_epoch = 3
+        self.num_val_iterations_per_epoch = 2
+
+
+def _epochs_variant(n: int):
+    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
+                 device: torch.device = torch.device("cuda")):
+        MedalSTrainer.__init__(self, plans, configuration, fold, dataset_json, device)
+        self.num_epochs = n
+
+    return type(f"MedalSTrainer_{n}epochs", (MedalSTrainer,),
+                {"__init__": __init__, "__doc__": f"MedalSTrainer for {n} epochs.", "__module__": __name__})
+
+
+MedalSTrainer_2epochs = _epochs_variant(2)
+MedalSTrainer_5epochs = _epochs_variant(5)
+MedalSTrainer_10epochs = _epochs_variant(10)
+MedalSTrainer_50epochs = _epochs_variant(50)
+MedalSTrainer_100epochs = _epochs_variant(100)
+MedalSTrainer_250epochs = _epochs_variant(250)
+MedalSTrainer_500epochs = _epochs_variant(500)
