@@ -1,0 +1,127 @@
+"""Training prompts: per-sample sampling, per-query targets, Algorithm 1."""
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2_medals.datasets import parse_text_prompted_dataset
+from nnunetv2_medals.network.medals_network import prompt_union_channel
+from nnunetv2_medals.phantom import phantom_dataset_json
+from nnunetv2_medals.prompts import (SpatialPromptSimulation, TargetLookup, sample_training_prompts,
+                                     simulate_spatial_prompts)
+from nnunetv2_medals.training import case_annotation_mask
+
+PHRASINGS = [[0, 1, 2], [3, 4], [5, 6, 7, 8], [9], [10, 11]]
+
+
+def test_sampling_positives_negatives_and_fillers():
+    rng = np.random.default_rng(0)
+    present = np.array([True, True, True, False, False])
+    for _ in range(50):
+        targets, phrasings = sample_training_prompts(present, np.ones(5, bool), PHRASINGS, 8, rng)
+        assert len(targets) == 8
+        assert {0, 1, 2} <= set(targets)                      # every positive
+        assert sum(t in (3, 4) for t in targets) <= 0        # ⌊0.33·3⌋ = 0 negatives
+        assert all(p in PHRASINGS[t] for t, p in zip(targets, phrasings))
+    many = np.array([True] * 5)
+    targets, _ = sample_training_prompts(many, np.ones(5, bool), PHRASINGS, 3, rng)
+    assert len(targets) == 3 and len(set(targets)) == 3
+
+
+def test_negative_ratio_and_empty_patches():
+    rng = np.random.default_rng(1)
+    phr = [[i] for i in range(12)]
+    present = np.array([True] * 6 + [False] * 6)
+    targets, _ = sample_training_prompts(present, np.ones(12, bool), phr, 32, rng)
+    assert sum(t >= 6 for t in targets) == 1                 # ⌊0.33·6⌋ = 1
+    targets, _ = sample_training_prompts(np.zeros(12, bool), np.ones(12, bool), phr, 32, rng)
+    assert len(targets) == 1                                  # background patch: one negative, no fillers
+
+
+def test_partial_annotation_never_yields_a_negative_for_an_unannotated_class():
+    ds = parse_text_prompted_dataset(phantom_dataset_json(3), "dataset.json",
+                                     annotated_labels={"case_a": ["left kidney", "spleen"]})
+    annotated = case_annotation_mask(ds, ["case_a", "case_b"])
+    assert annotated[1].all()
+    names = ds.target_names
+    allowed = {names.index("left kidney"), names.index("spleen")}
+    assert {i for i, a in enumerate(annotated[0]) if a} == allowed
+    rng = np.random.default_rng(2)
+    phr = [[i] for i in range(len(names))]
+    seen_negative = set()
+    for _ in range(300):
+        present = rng.random(len(names)) < 0.3
+        targets, _ = sample_training_prompts(present, annotated[0], phr, 16, rng)
+        assert set(targets) <= allowed
+        seen_negative |= {t for t in targets if not present[t]}
+    assert seen_negative  # negatives do occur, from the annotated classes
+
+
+def test_target_lookup_builds_region_unions():
+    ds = parse_text_prompted_dataset(phantom_dataset_json(3), "dataset.json")
+    lookup = TargetLookup(ds.targets)
+    seg = torch.zeros(1, 1, 4, 4, 4)
+    seg[0, 0, 0] = 3   # liver parenchyma
+    seg[0, 0, 1] = 4   # liver tumour
+    names = ds.target_names
+    idx = torch.tensor([[names.index("liver"), names.index("liver tumour"), names.index("spleen")]])
+    masks = lookup.masks(seg, idx)
+    assert masks.shape == (1, 3, 4, 4, 4)
+    assert masks[0, 0].sum() == 32 and masks[0, 1].sum() == 16 and masks[0, 2].sum() == 0
+    presence = lookup.presence(seg)[0].tolist()
+    assert presence[names.index("liver")] and not presence[names.index("kidneys")]
+
+
+def _masks(n=3, shape=(32, 32, 32), seed=0):
+    g = torch.Generator().manual_seed(seed)
+    m = torch.zeros(2, n, *shape)
+    m[:, :, 4:28, 4:28, 4:28] = (torch.rand(2, n, 24, 24, 24, generator=g) > 0.3).float()
+    return m
+
+
+def test_p_zero_gives_all_empty_prompts():
+    out = simulate_spatial_prompts(_masks(), params=SpatialPromptSimulation(p_zero=1.0))
+    assert out.sum() == 0
+
+
+def test_channel_zeroing():
+    out = simulate_spatial_prompts(_masks(), params=SpatialPromptSimulation(p_zero=0, p_channel_zero=1.0))
+    assert out.sum() == 0
+
+
+def test_no_drop_no_add_reproduces_the_mask_and_invalid_queries_stay_empty():
+    masks = _masks()
+    params = SpatialPromptSimulation(p_zero=0, p_channel_zero=0, p_drop=(0, 0), p_add=(0, 0))
+    out = simulate_spatial_prompts(masks, params=params)
+    assert torch.equal(out, masks)
+    valid = torch.tensor([[True, False, True], [True, True, True]])
+    out = simulate_spatial_prompts(masks, valid, params=params)
+    assert out[0, 1].sum() == 0 and torch.equal(out[0, 0], masks[0, 0])
+
+
+@pytest.mark.parametrize("block", [4, 8])
+def test_dropped_blocks_are_aligned_blocks_of_the_mask_chosen_per_channel(block):
+    masks = torch.ones(1, 6, 32, 32, 32)
+    params = SpatialPromptSimulation(p_zero=0, p_channel_zero=0, block_sizes=(block,), p_drop=(0.5, 0.5),
+                                     p_add=(0, 0))
+    out = simulate_spatial_prompts(masks, params=params, generator=np.random.default_rng(3))
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    blocks = out[0].unfold(1, block, block).unfold(2, block, block).unfold(3, block, block)
+    per_block = blocks.reshape(*blocks.shape[:4], -1)
+    assert torch.all((per_block.amin(-1) == per_block.amax(-1)))   # each block all-kept or all-dropped
+    kept = per_block[..., 0].float().mean().item()
+    assert 0.35 < kept < 0.65
+    assert not torch.equal(out[0, 0], out[0, 1])                   # channels keep different blocks
+
+
+def test_added_blocks_appear_outside_the_mask():
+    masks = torch.zeros(1, 2, 32, 32, 32)
+    params = SpatialPromptSimulation(p_zero=0, p_channel_zero=0, block_sizes=(8,), p_drop=(0, 0), p_add=(0.2, 0.2))
+    out = simulate_spatial_prompts(masks, params=params, generator=np.random.default_rng(4))
+    assert out.sum() > 0 and out.sum() % 512 == 0   # whole 8³ blocks
+
+
+def test_union_channel_is_the_union_of_prompts():
+    out = simulate_spatial_prompts(_masks(), params=SpatialPromptSimulation(p_zero=0, p_channel_zero=0))
+    union = prompt_union_channel(out, torch.zeros(2, 1, 32, 32, 32))
+    assert torch.equal(union[:, 0], (out.amax(1) > 0).float())
+    assert prompt_union_channel(None, torch.zeros(2, 1, 8, 8, 8)).sum() == 0

@@ -1,0 +1,92 @@
+"""MedalSTrainer through the stock nnUNetv2_train command (tiny CPU runs on the phantom)."""
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run
+
+TRAIN = ["nnUNetv2_train"]
+
+
+def _train_env(preprocessed_phantom, extra_dir=None):
+    from nnunetv2_medals.cli import trainer_dir
+
+    dirs = [str(trainer_dir())] + ([str(extra_dir)] if extra_dir else [])
+    return dict(preprocessed_phantom["env"], nnUNet_extTrainer=":".join(dirs), nnUNet_n_proc_DA="0")
+
+
+def _output_dir(preprocessed_phantom, trainer, fold=0):
+    return (preprocessed_phantom["root"] / "results" / "Dataset901_MedalSPhantom" /
+            f"{trainer}__MedalSPlansCPU__3d_fullres" / f"fold_{fold}")
+
+
+@pytest.fixture(scope="module")
+def smoke_run(preprocessed_phantom):
+    env = _train_env(preprocessed_phantom)
+    proc = run([*TRAIN, "901", "3d_fullres", "0", "-tr", "MedalSTrainer_smoke", "-p", "MedalSPlansCPU", "-device",
+                "cpu"], env)
+    return proc, _output_dir(preprocessed_phantom, "MedalSTrainer_smoke"), env
+
+
+def test_stock_train_command_writes_a_final_checkpoint_with_the_vocabulary(smoke_run):
+    proc, out, _ = smoke_run
+    assert "Using trainer 'MedalSTrainer_smoke'" in proc.stdout
+    checkpoint = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    weights = checkpoint["network_weights"]
+    vocabulary = weights["_extra_state"]
+    names = [t["name"] for t in vocabulary["targets"]]
+    assert names[:2] == ["liver", "kidneys"] and "left kidney" in names
+    assert vocabulary["text_encoder"]["id"].startswith("all-MiniLM-L6-v2@")
+    assert vocabulary["phrasing_embeddings"].shape == (len(vocabulary["phrasings"]), 384)
+    assert weights["class_embeddings"].shape == (8, 384) and weights["class_embeddings"].abs().sum() > 0
+    assert checkpoint["inference_allowed_mirroring_axes"] is None
+    # the results folder carries nnU-Net's region handling, one sigmoid channel per target
+    ds = json.loads((out.parent / "dataset.json").read_text())
+    assert ds["labels"]["liver"] == [3, 4] and ds["regions_class_order"][:2] == [3, 1]
+    assert (out / "progress.png").is_file()
+
+
+def test_validation_reports_dice_per_target(smoke_run):
+    _, out, env = smoke_run
+    run([*TRAIN, "901", "3d_fullres", "0", "-tr", "MedalSTrainer_smoke", "-p", "MedalSPlansCPU", "-device", "cpu",
+         "--val"], env)
+    summary = json.loads((out / "validation" / "summary.json").read_text())
+    per_region = summary["mean"]
+    assert len(per_region) == 8
+    assert all(0.0 <= v["Dice"] <= 1.0 for v in per_region.values())
+
+
+def test_resume_with_c_continues_from_the_latest_checkpoint(preprocessed_phantom, tmp_path):
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    (ext / "medals_interrupt_probe.py").write_text(textwrap.dedent("""
+        import os
+        from nnunetv2_medals.trainers.medals_trainer import MedalSTrainer_smoke
+
+        class MedalSTrainer_interrupted(MedalSTrainer_smoke):
+            def __init__(self, *args, **kwargs):
+                super().__init__(*args, **kwargs)
+                self.num_epochs = 2
+                self.num_iterations_per_epoch = 2
+                self.save_every = 1
+
+            def on_epoch_start(self):
+                if self.current_epoch == 1 and not os.environ.get("MEDALS_RESUMED"):
+                    os._exit(3)  # killed mid-training, after epoch 0's checkpoint_latest.pth
+                super().on_epoch_start()
+    """))
+    env = _train_env(preprocessed_phantom, ext)
+    cmd = [*TRAIN, "901", "3d_fullres", "1", "-tr", "MedalSTrainer_interrupted", "-p", "MedalSPlansCPU", "-device",
+           "cpu"]
+    first = run(cmd, env, check=False)
+    assert first.returncode == 3, first.stderr[-2000:]
+    out = _output_dir(preprocessed_phantom, "MedalSTrainer_interrupted", fold=1)
+    latest = torch.load(out / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
+    assert latest["current_epoch"] == 1
+    resumed = run([*cmd, "--c"], dict(env, MEDALS_RESUMED="1"))
+    assert "Epoch 1" in resumed.stdout and "Epoch 0\n" not in resumed.stdout
+    final = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
+    assert final["current_epoch"] == 2
