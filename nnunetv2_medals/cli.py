@@ -60,6 +60,20 @@ def _cmd_encode(args) -> None:
         print(f"{text:<{width}}  " + "".join(f"{v:8.3f}" for v in row) + f"   [{i}]")
 
 
+def _cmd_validation_dice(args) -> None:
+    from nnunetv2_medals.reporting import validation_dice_by_target
+
+    fold_dir = Path(args.fold_dir)
+    if not (fold_dir / "validation" / "summary.json").is_file():
+        raise MedalSInputError(fold_dir / "validation" / "summary.json", "<file>",
+                               "not found; run nnUNetv2_train ... (or with --val) first")
+    dice = validation_dice_by_target(fold_dir)
+    width = max(len(k) for k in dice)
+    for name, value in dice.items():
+        print(f"  {name:<{width}}  Dice {value:.3f}")
+    print(f"  {'mean':<{width}}  Dice {sum(dice.values()) / len(dice):.3f}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunetv2_medals", description="nnunetv2-medals utilities")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -81,6 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=None, help="local Hugging Face model folder (default: packaged MiniLM-L6)")
     p.add_argument("--no_cache", action="store_true", help="do not read or write the embedding cache")
     p.set_defaults(func=_cmd_encode)
+    p = sub.add_parser("validation-dice", help="per-target Dice of a trained fold's nnU-Net validation")
+    p.add_argument("fold_dir", help="nnUNet_results/DatasetX/Trainer__Plans__config/fold_N")
+    p.set_defaults(func=_cmd_validation_dice)
     return parser
 
 

@@ -57,7 +57,7 @@ def _ellipsoid(grid, center, semi_axes) -> np.ndarray:
 
 def make_phantom_case(rng: np.random.Generator) -> PhantomCase:
     """One synthetic abdominal CT with its label map (random spacing, placement, sizes, tumour and nodes)."""
-    spacing = np.array([rng.uniform(4.0, 6.0), *(2 * [rng.uniform(2.8, 3.6)])])
+    spacing = np.array([rng.uniform(6.0, 8.0), *(2 * [rng.uniform(4.0, 5.0)])])
     shape = np.round(_FOV_MM / spacing).astype(int)
     grid = np.meshgrid(*[(np.arange(n) + 0.5) * s - f / 2 for n, s, f in zip(shape, spacing, _FOV_MM)],
                        indexing="ij", sparse=True)
@@ -92,7 +92,7 @@ def make_phantom_case(rng: np.random.Generator) -> PhantomCase:
         if name == "liver parenchyma":
             liver_center, liver_semi = c, a
 
-    tumour_r = rng.uniform(12, 20)
+    tumour_r = rng.uniform(14, 22)
     t_center = liver_center + rng.uniform(-0.35, 0.35, 3) * liver_semi
     tumour = _ellipsoid(grid, t_center, [tumour_r] * 3) & (labels == LABELS["liver parenchyma"])
     hu[tumour] = 15.0
@@ -104,9 +104,9 @@ def make_phantom_case(rng: np.random.Generator) -> PhantomCase:
     for _ in range(200):
         if len(placed) >= rng.integers(2, 6):
             break
-        r = rng.uniform(5, 8)
+        r = rng.uniform(7, 11)
         c = np.array([rng.uniform(-70, 70), rng.uniform(-60, 30), rng.uniform(-90, 90)])
-        if any(np.linalg.norm(c - p) < 2 * r + 12 for p in placed):
+        if any(np.linalg.norm(c - p) < 2 * r + 15 for p in placed):
             continue
         node = _ellipsoid(grid, c, [r] * 3)
         if node.sum() < 4 or not free[node].all():

@@ -64,11 +64,13 @@ def test_resume_with_c_continues_from_the_latest_checkpoint(preprocessed_phantom
     ext.mkdir()
     (ext / "medals_interrupt_probe.py").write_text(textwrap.dedent("""
         import os
+        import torch
         from nnunetv2_medals.trainers.medals_trainer import MedalSTrainer_smoke
 
         class MedalSTrainer_interrupted(MedalSTrainer_smoke):
-            def __init__(self, *args, **kwargs):
-                super().__init__(*args, **kwargs)
+            # nnU-Net records __init__'s named parameters for checkpoints: keep the signature explicit
+            def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+                super().__init__(plans, configuration, fold, dataset_json, device)
                 self.num_epochs = 2
                 self.num_iterations_per_epoch = 2
                 self.save_every = 1

@@ -181,7 +181,7 @@ class MedalSTrainer_CPUDemo(MedalSTrainer):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 20
+        self.num_epochs = 30
         self.num_iterations_per_epoch = 25
         self.num_val_iterations_per_epoch = 4
         self.initial_lr = 1e-3
