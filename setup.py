@@ -47,6 +47,7 @@ setup(
     packages=[
         "nnunetv2_medals",
         "nnunetv2_medals.network",
+        "nnunetv2_medals.inference",
         "nnunetv2_medals.trainers",
         "nnunetv2_medals.planners",
         "nnunetv2_medals.text_prompts",
@@ -80,6 +81,7 @@ setup(
         "console_scripts": [
             "nnunetv2_medals=nnunetv2_medals.cli:main",
             "nnUNetv2_plan_and_preprocess_medals=nnunetv2_medals.planning:plan_and_preprocess_entry",
+            "nnUNetv2_predict_medals=nnunetv2_medals.inference.cli:predict_entry",
         ]
     },
 )

@@ -18,11 +18,11 @@ DEFAULT_PLANNER = "MedalSPlanner"
 
 
 def _our_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
-    parser = argparse.ArgumentParser(add_help=False)
+    parser = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     parser.add_argument("--text_encoder", default=None,
                         help="local Hugging Face model folder of the text encoder (default: the packaged MiniLM-L6)")
     ours, rest = parser.parse_known_args(argv)
-    probe = argparse.ArgumentParser(add_help=False)
+    probe = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
     probe.add_argument("-d", nargs="+", type=int, default=[])
     probe.add_argument("-pl", default=None)
     known, _ = probe.parse_known_args(rest)

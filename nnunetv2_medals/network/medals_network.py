@@ -244,14 +244,27 @@ class MedalSNetwork(nn.Module):
     def forward(self, x: torch.Tensor, text_embeddings: torch.Tensor | None = None,
                 spatial_prompts: torch.Tensor | None = None, prompt_mask: torch.Tensor | None = None,
                 fuse_prompts: bool = True):
+        if spatial_prompts is not None and prompt_mask is not None:
+            spatial_prompts = spatial_prompts * prompt_mask[:, :, None, None, None].to(spatial_prompts.dtype)
+        skips, features = self.forward_features(x, prompt_union_channel(spatial_prompts, x))
+        return self.forward_prompts(skips, features, text_embeddings, spatial_prompts, prompt_mask, fuse_prompts)
+
+    def forward_features(self, x: torch.Tensor, prompt_union: torch.Tensor) -> tuple[list, list]:
+        """The backbone, once per tile: ``x`` (B, C_in, *S) and ``S_f`` (B, 1, *S) -> encoder skips, decoder features.
+
+        Split from :meth:`forward_prompts` so prompts can be processed in chunks without re-running it.
+        """
         if any(n % s for n, s in zip(x.shape[2:], self.total_stride)):
             raise ValueError(f"patch {tuple(x.shape[2:])} is not divisible by the network's total stride "
                              f"{tuple(self.total_stride)}")
-        text = self._text(text_embeddings, x.shape[0])
-        if spatial_prompts is not None and prompt_mask is not None:
-            spatial_prompts = spatial_prompts * prompt_mask[:, :, None, None, None].to(spatial_prompts.dtype)
-        skips = self.encoder(torch.cat((x, prompt_union_channel(spatial_prompts, x)), 1))
-        features = self.decoder(skips)
+        skips = self.encoder(torch.cat((x, prompt_union.to(x.dtype)), 1))
+        return skips, self.decoder(skips)
+
+    def forward_prompts(self, skips: list, features: list, text_embeddings: torch.Tensor | None = None,
+                        spatial_prompts: torch.Tensor | None = None, prompt_mask: torch.Tensor | None = None,
+                        fuse_prompts: bool = True):
+        """Query decoder, prompt fusion and per-prompt logits on features from :meth:`forward_features`."""
+        text = self._text(text_embeddings, features[0].shape[0])
         deep = self.decoder.deep_supervision
         class_vectors = self.query_decoder(skips, text, n_heads=None if deep else 1)
         if fuse_prompts:
