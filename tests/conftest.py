@@ -63,3 +63,35 @@ def shared_prompts():
     if not path.is_file():
         pytest.skip(f"shared prompt file not found at {path} (set MEDALS_SHARED_DIR)")
     return json.loads(path.read_text())
+
+
+def train_env(preprocessed, extra_dir=None, **extra) -> dict:
+    """Environment for stock nnUNetv2_train/-predict with our trainers (plus ``extra_dir``) findable."""
+    from nnunetv2_medals.cli import trainer_dir
+
+    dirs = [str(trainer_dir())] + ([str(extra_dir)] if extra_dir else [])
+    return dict(preprocessed["env"], nnUNet_extTrainer=os.pathsep.join(dirs), nnUNet_n_proc_DA="0",
+                **{k: str(v) for k, v in extra.items()})
+
+
+def model_dir(preprocessed, trainer: str) -> Path:
+    return (preprocessed["root"] / "results" / f"Dataset{PHANTOM_ID}_MedalSPhantom" /
+            f"{trainer}__MedalSPlansCPU__3d_fullres")
+
+
+@pytest.fixture(scope="session")
+def smoke_model(preprocessed_phantom):
+    """A MedalSTrainer_smoke model (3 iterations): real files, meaningless weights."""
+    env = train_env(preprocessed_phantom)
+    proc = run(["nnUNetv2_train", str(PHANTOM_ID), "3d_fullres", "0", "-tr", "MedalSTrainer_smoke", "-p",
+                "MedalSPlansCPU", "-device", "cpu"], env)
+    return {"dir": model_dir(preprocessed_phantom, "MedalSTrainer_smoke"), "env": env, "stdout": proc.stdout}
+
+
+@pytest.fixture(scope="session")
+def demo_model(preprocessed_phantom):
+    """The CPU demo model (750 iterations, several minutes on 2 cores): a model that actually reads text."""
+    env = train_env(preprocessed_phantom, nnUNet_n_proc_DA=2)
+    run(["nnUNetv2_train", str(PHANTOM_ID), "3d_fullres", "0", "-tr", "MedalSTrainer_CPUDemo", "-p",
+         "MedalSPlansCPU", "-device", "cpu"], env, timeout=1800)
+    return {"dir": model_dir(preprocessed_phantom, "MedalSTrainer_CPUDemo"), "env": env}

@@ -1,39 +1,23 @@
 """MedalSTrainer through the stock nnUNetv2_train command (tiny CPU runs on the phantom)."""
 import json
 import textwrap
-from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, run
+from conftest import model_dir, run, train_env
 
 TRAIN = ["nnUNetv2_train"]
 
 
-def _train_env(preprocessed_phantom, extra_dir=None):
-    from nnunetv2_medals.cli import trainer_dir
-
-    dirs = [str(trainer_dir())] + ([str(extra_dir)] if extra_dir else [])
-    return dict(preprocessed_phantom["env"], nnUNet_extTrainer=":".join(dirs), nnUNet_n_proc_DA="0")
-
-
-def _output_dir(preprocessed_phantom, trainer, fold=0):
-    return (preprocessed_phantom["root"] / "results" / "Dataset901_MedalSPhantom" /
-            f"{trainer}__MedalSPlansCPU__3d_fullres" / f"fold_{fold}")
-
-
 @pytest.fixture(scope="module")
-def smoke_run(preprocessed_phantom):
-    env = _train_env(preprocessed_phantom)
-    proc = run([*TRAIN, "901", "3d_fullres", "0", "-tr", "MedalSTrainer_smoke", "-p", "MedalSPlansCPU", "-device",
-                "cpu"], env)
-    return proc, _output_dir(preprocessed_phantom, "MedalSTrainer_smoke"), env
+def smoke_run(smoke_model):
+    return smoke_model["stdout"], smoke_model["dir"] / "fold_0", smoke_model["env"]
 
 
 def test_stock_train_command_writes_a_final_checkpoint_with_the_vocabulary(smoke_run):
-    proc, out, _ = smoke_run
-    assert "Using trainer 'MedalSTrainer_smoke'" in proc.stdout
+    stdout, out, _ = smoke_run
+    assert "Using trainer 'MedalSTrainer_smoke'" in stdout
     checkpoint = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     weights = checkpoint["network_weights"]
     vocabulary = weights["_extra_state"]
@@ -80,12 +64,12 @@ def test_resume_with_c_continues_from_the_latest_checkpoint(preprocessed_phantom
                     os._exit(3)  # killed mid-training, after epoch 0's checkpoint_latest.pth
                 super().on_epoch_start()
     """))
-    env = _train_env(preprocessed_phantom, ext)
+    env = train_env(preprocessed_phantom, ext)
     cmd = [*TRAIN, "901", "3d_fullres", "1", "-tr", "MedalSTrainer_interrupted", "-p", "MedalSPlansCPU", "-device",
            "cpu"]
     first = run(cmd, env, check=False)
     assert first.returncode == 3, first.stderr[-2000:]
-    out = _output_dir(preprocessed_phantom, "MedalSTrainer_interrupted", fold=1)
+    out = model_dir(preprocessed_phantom, "MedalSTrainer_interrupted") / "fold_1"
     latest = torch.load(out / "checkpoint_latest.pth", map_location="cpu", weights_only=False)
     assert latest["current_epoch"] == 1
     resumed = run([*cmd, "--c"], dict(env, MEDALS_RESUMED="1"))

@@ -96,6 +96,14 @@ class MedalSPredictor(nnUNetPredictor):
 
     def initialize_from_trained_model_folder(self, model_training_output_dir: str, use_folds=None,
                                              checkpoint_name: str = "checkpoint_final.pth"):
+        # nnU-Net finds the trainer class (for build_network_architecture) through nnUNet_extTrainer; the Python
+        # API should not depend on the user having exported it
+        from nnunetv2_medals.cli import trainer_dir
+
+        ours = str(trainer_dir())
+        paths = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
+        if ours not in paths:
+            os.environ["nnUNet_extTrainer"] = os.pathsep.join([*paths, ours])
         super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
         if not self.vocabulary.get("targets"):
             raise MedalSInputError(model_training_output_dir, checkpoint_name,

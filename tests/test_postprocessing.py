@@ -1,0 +1,97 @@
+"""Label maps from probabilities, Algorithm 3, instance numbering, Algorithm 2 — on hand-built arrays."""
+import numpy as np
+import torch
+
+from nnunetv2_medals.postprocessing import (keep_confident_components, number_instances, postprocess_label_map,
+                                            probabilities_to_label_map)
+from nnunetv2_medals.prompts import complementary_block_masks, self_refine
+
+
+def test_label_map_is_argmax_where_the_best_reaches_half():
+    probs = np.zeros((2, 1, 1, 4))
+    probs[0, ..., :] = [0.9, 0.6, 0.4, 0.1]
+    probs[1, ..., :] = [0.2, 0.7, 0.45, 0.0]
+    assert probabilities_to_label_map(probs, [5, 9]).ravel().tolist() == [5, 9, 0, 0]
+
+
+def _blob(shape, corner, size):
+    m = np.zeros(shape, bool)
+    m[tuple(slice(c, c + size) for c in corner)] = True
+    return m
+
+
+def test_algorithm3_keeps_confident_large_components_and_drops_the_rest():
+    shape = (20, 20, 20)
+    big, mid, small, tiny = (_blob(shape, (0, 0, 0), 6), _blob(shape, (10, 10, 10), 4),
+                             _blob(shape, (0, 12, 0), 3), _blob(shape, (17, 0, 17), 2))
+    mask = big | mid | small | tiny
+    probs = np.zeros(shape)
+    probs[big], probs[mid], probs[small], probs[tiny] = 0.95, 0.90, 0.70, 0.99
+    kept = keep_confident_components(mask, probs)
+    # tiny is outside the top-3 by size; small is below 0.86; big and mid are within 0.1 of the best
+    assert np.array_equal(kept, big | mid)
+    probs[mid] = 0.87   # still > 0.86 but 0.08 below the best: kept; at 0.84 it is dropped
+    assert np.array_equal(keep_confident_components(mask, probs), big | mid)
+    probs[mid] = 0.84
+    assert np.array_equal(keep_confident_components(mask, probs), big)
+
+
+def test_algorithm3_keeps_the_most_confident_component_when_none_is_confident():
+    shape = (12, 12, 12)
+    a, b = _blob(shape, (0, 0, 0), 4), _blob(shape, (7, 7, 7), 3)
+    probs = np.zeros(shape)
+    probs[a], probs[b] = 0.6, 0.8
+    assert np.array_equal(keep_confident_components(a | b, probs), b)
+
+
+def test_six_connectivity_splits_diagonal_neighbours():
+    mask = np.zeros((3, 3, 3), bool)
+    mask[0, 0, 0] = mask[1, 1, 1] = True
+    numbered = number_instances(mask, min_voxels=1)
+    assert set(np.unique(numbered)) == {0, 1, 2}
+
+
+def test_instances_are_numbered_by_size_and_small_ones_dropped():
+    shape = (20, 20, 20)
+    mask = _blob(shape, (0, 0, 0), 3) | _blob(shape, (10, 10, 10), 4) | _blob(shape, (0, 15, 15), 2)
+    numbered = number_instances(mask, min_voxels=10)
+    assert numbered[10, 10, 10] == 1 and numbered[0, 0, 0] == 2 and numbered[0, 15, 15] == 0
+    assert numbered.max() == 2
+
+
+def test_postprocess_label_map_applies_both_rules():
+    shape = (16, 16, 16)
+    organ, stray = _blob(shape, (0, 0, 0), 5), _blob(shape, (10, 10, 10), 2)
+    nodes = _blob(shape, (0, 10, 0), 3) | _blob(shape, (8, 0, 12), 1)
+    label_map = np.zeros(shape, np.uint16)
+    label_map[organ | stray] = 3
+    label_map[nodes] = 7
+    probs = np.zeros((2, *shape))
+    probs[0][organ], probs[0][stray] = 0.97, 0.6
+    probs[1][nodes] = 0.9
+    out, instances = postprocess_label_map(label_map, probs, [3, 7], [False, True])
+    assert np.array_equal(out == 3, organ)
+    assert instances[7].max() == 1 and (out == 7).sum() == 27   # the 1-voxel node is dropped
+
+
+def test_complementary_block_masks_partition_the_volume():
+    a, b = complementary_block_masks((10, 12, 9), 4, np.random.default_rng(0))
+    assert a.shape == (10, 12, 9) and not (a & b).any() and (a | b).all()
+    assert 0 < a.float().mean() < 1
+
+
+def test_self_refinement_feeds_each_half_of_the_prediction_back():
+    seen = []
+
+    def predict(prompts):
+        seen.append(prompts.clone())
+        return prompts.clamp(0.2, 0.8) + 0.1
+
+    probs = torch.zeros(2, 8, 8, 8)
+    probs[0, :4] = 0.9
+    out = self_refine(predict, probs, rounds=1, block_sizes=(4,), rng=np.random.default_rng(1))
+    assert len(seen) == 2
+    assert torch.equal(seen[0] + seen[1], (probs >= 0.5).float())   # complementary halves of the mask
+    assert not seen[0].equal(seen[1])
+    assert out.shape == probs.shape
+    assert self_refine(predict, probs, rounds=0).equal(probs)
