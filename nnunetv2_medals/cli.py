@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import os
 import sys
 from pathlib import Path
@@ -74,6 +75,49 @@ def _cmd_validation_dice(args) -> None:
     print(f"  {'mean':<{width}}  Dice {sum(dice.values()) / len(dice):.3f}")
 
 
+def _cmd_predict_npz(args) -> None:
+    """BiomedSegFM challenge contract: ``imgs`` (D, H, W), ``spacing``, ``text_prompts`` in -> ``segs`` out."""
+    import numpy as np
+    import torch
+
+    from nnunetv2_medals.inference.predictor import load_model
+    from nnunetv2_medals.io_utils import atomic_write_bytes
+    from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
+
+    inputs = sorted(Path(args.i).glob("*.npz"))
+    if not inputs:
+        raise MedalSInputError(args.i, "-i", "holds no .npz files")
+    folds = [f if f == "all" else int(f) for f in args.f]
+    predictor = load_model(args.m, folds, args.chk, device=torch.device(args.device),
+                           refinement_rounds=args.refine)
+    out_dir = Path(args.o)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for path in inputs:
+        with np.load(path, allow_pickle=True) as npz:
+            for key in ("imgs", "spacing", "text_prompts"):
+                if key not in npz.files:
+                    raise MedalSInputError(path, key, "missing; challenge npz files hold imgs, spacing, text_prompts")
+            image, spacing = npz["imgs"], npz["spacing"]
+            text_prompts = npz["text_prompts"]
+            text_prompts = text_prompts.item() if text_prompts.dtype == object else text_prompts
+        prompt_file = parse_prompt_file(dict(text_prompts), path)
+        result = predictor.predict_array(image, spacing, prompt_file.prompts, str(path))
+        segs = result.label_map
+        if any(p.instance for p in prompt_file.prompts):
+            # instance datasets: segs holds instance ids, numbered across the instance prompts
+            segs = segs.copy()
+            offset = 0
+            for p in prompt_file.prompts:
+                if p.instance:
+                    numbered = result.instances[p.label]
+                    segs[numbered > 0] = numbered[numbered > 0] + offset
+                    offset += int(numbered.max())
+        buffer = io.BytesIO()
+        np.savez_compressed(buffer, segs=segs.astype(np.uint16))
+        atomic_write_bytes(out_dir / path.name, buffer.getvalue())
+        print(f"{path.name}: " + ", ".join(f"{p['text']}={p['voxels']} voxels" for p in result.summary["prompts"]))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunetv2_medals", description="nnunetv2-medals utilities")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -95,6 +139,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--encoder", default=None, help="local Hugging Face model folder (default: packaged MiniLM-L6)")
     p.add_argument("--no_cache", action="store_true", help="do not read or write the embedding cache")
     p.set_defaults(func=_cmd_encode)
+    p = sub.add_parser("predict-npz", help="challenge contract: npz (imgs, spacing, text_prompts) -> npz (segs)")
+    p.add_argument("-i", required=True, help="folder of input .npz files")
+    p.add_argument("-o", required=True, help="output folder (same file names, key 'segs')")
+    p.add_argument("-m", required=True, help="trained model folder (…/Trainer__Plans__configuration)")
+    p.add_argument("-f", nargs="+", default=["0"], help="folds (default 0)")
+    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"])
+    p.add_argument("--refine", type=int, default=0, help="Algorithm 2 rounds (default 0)")
+    p.set_defaults(func=_cmd_predict_npz)
+
     p = sub.add_parser("validation-dice", help="per-target Dice of a trained fold's nnU-Net validation")
     p.add_argument("fold_dir", help="nnUNet_results/DatasetX/Trainer__Plans__config/fold_N")
     p.set_defaults(func=_cmd_validation_dice)

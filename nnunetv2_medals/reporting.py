@@ -20,3 +20,25 @@ def validation_dice_by_target(fold_dir: str | Path) -> dict[str, float]:
             names.setdefault(str(tuple(values)), name)
             names.setdefault(str(tuple(dict.fromkeys(values))), name)
     return {names.get(key, key): float(stats["Dice"]) for key, stats in summary["mean"].items()}
+
+
+def dice_per_prompt(prediction_dir: str | Path, ground_truth_dir: str | Path, prompts: dict[str, tuple[int, int]],
+                    file_ending: str = ".nii.gz") -> dict[str, list[float]]:
+    """Dice of each prompt over the cases of ``prediction_dir``.
+
+    ``prompts`` maps prompt text -> (label value in the prediction, label value in the ground truth).
+    """
+    import numpy as np
+    import SimpleITK as sitk
+
+    out: dict[str, list[float]] = {text: [] for text in prompts}
+    for pred_file in sorted(Path(prediction_dir).glob(f"*{file_ending}")):
+        gt_file = Path(ground_truth_dir) / pred_file.name
+        if not gt_file.is_file():
+            continue
+        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_file)))
+        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(gt_file)))
+        for text, (p, g) in prompts.items():
+            a, b = pred == p, gt == g
+            out[text].append(float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1)))
+    return out

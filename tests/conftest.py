@@ -70,8 +70,9 @@ def train_env(preprocessed, extra_dir=None, **extra) -> dict:
     from nnunetv2_medals.cli import trainer_dir
 
     dirs = [str(trainer_dir())] + ([str(extra_dir)] if extra_dir else [])
-    return dict(preprocessed["env"], nnUNet_extTrainer=os.pathsep.join(dirs), nnUNet_n_proc_DA="0",
-                **{k: str(v) for k, v in extra.items()})
+    env = dict(preprocessed["env"], nnUNet_extTrainer=os.pathsep.join(dirs), nnUNet_n_proc_DA="0")
+    env.update({k: str(v) for k, v in extra.items()})
+    return env
 
 
 def model_dir(preprocessed, trainer: str) -> Path:

@@ -226,6 +226,22 @@ class MedalSPredictor(nnUNetPredictor):
         properties["source"] = str(image_files[0])
         return data, properties, masks
 
+    def predict_array(self, image: np.ndarray, spacing: Sequence[float], prompts: Sequence[Prompt],
+                      source: str = "array") -> PromptedPrediction:
+        """Predict an in-memory image: (*S) or (C, *S), ``spacing`` in the array's axis order (mm)."""
+        image = np.asarray(image, dtype=np.float32)
+        image = image[None] if image.ndim == 3 else image
+        if image.size == 0 or not np.isfinite(image).all():
+            raise MedalSInputError(source, "imgs", "is empty or contains NaN/infinite values")
+        if len(spacing) != 3 or any(float(s) <= 0 for s in spacing):
+            raise MedalSInputError(source, "spacing", f"needs three positive values, got {list(spacing)}")
+        preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
+        data, _, properties = preprocessor.run_case_npy(image, None, {"spacing": [float(s) for s in spacing]},
+                                                        self.plans_manager, self.configuration_manager,
+                                                        self.dataset_json)
+        properties["source"] = source
+        return self.predict_preprocessed(data, properties, prompts)
+
     # ----------------------------------------------------------------- session verbs
     def set_image(self, image_files: Sequence[str]) -> None:
         self._image = tuple(str(f) for f in image_files)

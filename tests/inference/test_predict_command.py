@@ -144,3 +144,31 @@ def test_nan_images_are_refused(preprocessed_phantom, smoke_model):
     data[0, 0, 0, 0] = float("nan")
     with pytest.raises(MedalSInputError, match="NaN"):
         predictor.predict_preprocessed(data, props, [Prompt("liver", 1)])
+
+
+@pytest.mark.parametrize("instance_label", [0, 1])
+def test_challenge_npz_contract(preprocessed_phantom, smoke_model, tmp_path, instance_label):
+    image_file = sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0]
+    img = sitk.ReadImage(str(image_file))
+    arr = sitk.GetArrayFromImage(img)
+    scaled = np.clip((arr + 160) / 400 * 255, 0, 255).astype(np.uint8)  # challenge images are 0-255
+    inp, out = tmp_path / "in", tmp_path / "out"
+    inp.mkdir()
+    np.savez_compressed(inp / "CT_phantom_case.npz", imgs=scaled, spacing=np.array(img.GetSpacing()[::-1]),
+                        text_prompts=np.array({"1": "liver", "2": "lymph node", "instance_label": instance_label},
+                                              dtype=object))
+    before = (inp / "CT_phantom_case.npz").read_bytes()
+    proc = run(["nnunetv2_medals", "predict-npz", "-i", str(inp), "-o", str(out), "-m", str(smoke_model["dir"])],
+               smoke_model["env"])
+    assert "CT_phantom_case.npz" in proc.stdout
+    segs = np.load(out / "CT_phantom_case.npz")["segs"]
+    assert segs.shape == scaled.shape
+    if not instance_label:
+        assert set(np.unique(segs)) <= {0, 1, 2}
+    assert (inp / "CT_phantom_case.npz").read_bytes() == before
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.savez(bad / "x.npz", imgs=scaled)
+    proc = run(["nnunetv2_medals", "predict-npz", "-i", str(bad), "-o", str(tmp_path / "o2"), "-m",
+                str(smoke_model["dir"])], smoke_model["env"], check=False)
+    assert proc.returncode != 0 and "x.npz: field 'spacing': missing" in proc.stderr
