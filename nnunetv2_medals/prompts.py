@@ -19,14 +19,18 @@ from nnunetv2_medals.datasets import PromptTarget
 
 
 def sample_training_prompts(present: np.ndarray, annotated: np.ndarray, target_phrasings: Sequence[Sequence[int]],
-                            max_queries: int, rng: np.random.Generator,
-                            negative_ratio: float = 0.33) -> tuple[list[int], list[int]]:
+                            max_queries: int, rng: np.random.Generator, negative_ratio: float = 0.33,
+                            target_similarity: np.ndarray | None = None,
+                            temperature: float = 0.1) -> tuple[list[int], list[int]]:
     """Choose one sample's prompts: ``(target index per query, phrasing id per query)``, at most ``max_queries``.
 
     * positives: every target present in the patch and annotated in its case, one random phrasing each (a random
       subset when there are more than ``max_queries``);
     * negatives: up to ``⌊negative_ratio · #positives⌋`` targets that are annotated but absent (one when the patch
-      holds no positive), never unannotated ones — absent there may just mean unlabelled;
+      holds no positive), never unannotated ones — absent there may just mean unlabelled. With
+      ``target_similarity`` (T, T) (cosine of the targets' text embeddings) negatives are drawn with weights
+      ``exp(max similarity to a positive / temperature)``: "right kidney" is the likely negative of a patch that
+      shows only the left one, which is what teaches laterality;
     * fillers: further phrasings of present targets until ``max_queries`` (unused phrasings first).
 
     ``present``/``annotated``: (T,) bool; ``target_phrasings[t]``: the phrasing ids of target t.
@@ -37,7 +41,12 @@ def sample_training_prompts(present: np.ndarray, annotated: np.ndarray, target_p
     positives = positives[:max_queries]
     n_neg = int(negative_ratio * len(positives)) if len(positives) else 1
     n_neg = min(n_neg, len(candidates), max_queries - len(positives))
-    negatives = rng.choice(candidates, n_neg, replace=False) if n_neg > 0 else np.zeros(0, int)
+    weights = None
+    if target_similarity is not None and len(positives) and n_neg > 0:
+        closeness = target_similarity[np.ix_(candidates, positives)].max(1)
+        weights = np.exp((closeness - closeness.max()) / temperature)
+        weights /= weights.sum()
+    negatives = rng.choice(candidates, n_neg, replace=False, p=weights) if n_neg > 0 else np.zeros(0, int)
     targets = [int(t) for t in (*positives, *negatives)]
     phrasings = [int(rng.choice(target_phrasings[t])) for t in targets]
     unused = {int(t): [p for p in target_phrasings[t] if p not in phrasings] for t in positives}

@@ -1,6 +1,7 @@
 """Pieces MedalSTrainer wires into nnU-Net's training loop: the trained vocabulary, query batches, the schedule."""
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Mapping, Sequence
@@ -46,6 +47,13 @@ class TrainingVocabulary:
     def class_embeddings(self) -> np.ndarray:
         return self.embeddings[[ids[0] for ids in self.target_phrasings]]
 
+    @functools.cached_property
+    def target_similarity(self) -> np.ndarray:
+        """(T, T) cosine similarity of the targets' mean phrasing embeddings (for hard-negative sampling)."""
+        means = np.stack([self.embeddings[ids].mean(0) for ids in self.target_phrasings])
+        means /= np.linalg.norm(means, axis=1, keepdims=True).clip(1e-12)
+        return means @ means.T
+
     def to_state(self) -> dict:
         """Plain-data record stored with the network weights (see ``MedalSNetwork.get_extra_state``)."""
         return {
@@ -73,7 +81,8 @@ def sample_query_batch(presence: np.ndarray, annotated: np.ndarray, vocabulary: 
 
     ``presence``/``annotated``: (B, T) bool. Padded slots point at target 0 / phrasing 0 and are masked out.
     """
-    chosen = [sample_training_prompts(presence[b], annotated[b], vocabulary.target_phrasings, max_queries, rng)
+    chosen = [sample_training_prompts(presence[b], annotated[b], vocabulary.target_phrasings, max_queries, rng,
+                                      target_similarity=vocabulary.target_similarity)
               for b in range(len(presence))]
     n = max(1, max(len(t) for t, _ in chosen))
     target_index = torch.zeros(len(chosen), n, dtype=torch.long)

@@ -125,3 +125,25 @@ def test_union_channel_is_the_union_of_prompts():
     union = prompt_union_channel(out, torch.zeros(2, 1, 32, 32, 32))
     assert torch.equal(union[:, 0], (out.amax(1) > 0).float())
     assert prompt_union_channel(None, torch.zeros(2, 1, 8, 8, 8)).sum() == 0
+
+
+def test_negatives_prefer_the_targets_whose_text_is_closest_to_a_positive():
+    rng = np.random.default_rng(5)
+    phr = [[i] for i in range(6)]
+    similarity = np.eye(6)
+    similarity[0, 1] = similarity[1, 0] = 0.9   # e.g. "left kidney" / "right kidney"
+    present = np.array([True, False, True, True, True, False])   # 4 positives: one negative of {1, 5}
+    counts = np.zeros(6)
+    for _ in range(400):
+        targets, _ = sample_training_prompts(present, np.ones(6, bool), phr, 16, rng, target_similarity=similarity)
+        for t in targets:
+            if not present[t]:
+                counts[t] += 1
+    assert counts[1] > 0.9 * counts.sum()
+    uniform = np.zeros(6)
+    for _ in range(400):
+        targets, _ = sample_training_prompts(present, np.ones(6, bool), phr, 16, rng)
+        for t in targets:
+            if not present[t]:
+                uniform[t] += 1
+    assert uniform[1] < 0.7 * uniform.sum()

@@ -7,6 +7,8 @@ mirroring, see below), checkpoints and ``--c``, the progress plot, the final val
 regions included), the loss (per-query BCE + Dice), the optimiser (AdamW + cosine, as the reference), and the
 train/validation steps (prompt sampling, Algorithm 1, occasional steps without prompt fusion).
 """
+import json
+from pathlib import Path
 from typing import List, Tuple, Union
 
 import numpy as np
@@ -42,9 +44,6 @@ class MedalSTrainer(nnUNetTrainer):
         base = self.preprocessed_dataset_folder_base
         annotated = None
         if base is not None:
-            from pathlib import Path
-            import json
-
             ann_file = Path(base) / ANNOTATED_LABELS_FILE
             annotated = json.loads(ann_file.read_text()) if ann_file.is_file() else None
         self.text_dataset = parse_text_prompted_dataset(dataset_json, f"{base}/dataset.json", annotated)
@@ -69,6 +68,7 @@ class MedalSTrainer(nnUNetTrainer):
         self.phrasing_embeddings = torch.from_numpy(self.vocabulary.embeddings).to(self.device)
         net = self._plain_network()
         net.set_class_embeddings(torch.from_numpy(self.vocabulary.class_embeddings).to(self.device))
+        net.set_text_normalization(self.phrasing_embeddings)
         net.vocabulary = self.vocabulary.to_state()
         self.print_to_log_file(f"text prompts: {len(self.vocabulary.phrasings)} phrasings of "
                                f"{len(self.text_dataset.targets)} targets, encoder {self.vocabulary.encoder['id']}")

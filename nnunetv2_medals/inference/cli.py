@@ -19,6 +19,7 @@ EXTRA_HELP = """nnUNetv2_predict_medals: nnUNetv2_predict with text/mask prompts
   --refine T                  Algorithm 2 self-refinement rounds for text-only prompts (default 0)
   --max_prompts_per_forward K split prompts into chunks of K per tile (the backbone still runs once)
   --encoder DIR               folder of the model's text encoder if the recorded one moved
+  --overlay                   also write CASE_overlay.png (three orthogonal slices through each found structure)
 nnU-Net's flags follow.
 """
 
@@ -26,8 +27,9 @@ nnU-Net's flags follow.
 def _our_args(argv: Sequence[str]):
     """Take our flags out of ``argv`` by exact name (argparse would also read nnU-Net's ``-p`` as ``-prompts``)."""
     flags = {"-prompts": str, "--sequential": None, "--refine": int, "--max_prompts_per_forward": int,
-             "--encoder": str}
-    values = {"prompts": None, "sequential": False, "refine": 0, "max_prompts_per_forward": None, "encoder": None}
+             "--encoder": str, "--overlay": None}
+    values = {"prompts": None, "sequential": False, "refine": 0, "max_prompts_per_forward": None, "encoder": None,
+              "overlay": False}
     rest, i = [], 0
     while i < len(argv):
         flag = argv[i]
@@ -82,7 +84,7 @@ def predict_entry(argv: Sequence[str] | None = None) -> None:
                                folder_with_segs_from_prev_stage: str = None, num_parts: int = 1, part_id: int = 0):
             return predict_prompted_files(self, prompt_file, list_of_lists_or_source_folder,
                                           output_folder_or_list_of_truncated_output_files, save_probabilities,
-                                          overwrite, num_parts, part_id)
+                                          overwrite, num_parts, part_id, ours.overlay)
 
         def predict_from_files_sequential(self, list_of_lists_or_source_folder,
                                           output_folder_or_list_of_truncated_output_files,

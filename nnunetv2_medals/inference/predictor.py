@@ -19,7 +19,6 @@ Python API (one session object, a few verbs)::
 from __future__ import annotations
 
 import copy
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -145,10 +144,18 @@ class MedalSPredictor(nnUNetPredictor):
         union = (prompts.sum(1, keepdim=True) > 0).to(image.dtype) if has_prompts else torch.zeros_like(image[:, :1])
         skips, features = net.forward_features(image, union)
         chunk = self.max_prompts_per_forward or text.shape[1]
-        outputs = [net.forward_prompts(skips, features, text[:, s:s + chunk],
-                                       prompts[:, s:s + chunk] if has_prompts else None)
-                   for s in range(0, text.shape[1], chunk)]
-        return torch.cat(outputs, 1)
+        while True:
+            try:
+                outputs = [net.forward_prompts(skips, features, text[:, s:s + chunk],
+                                               prompts[:, s:s + chunk] if has_prompts else None)
+                           for s in range(0, text.shape[1], chunk)]
+                return torch.cat(outputs, 1)
+            except torch.OutOfMemoryError:
+                if chunk == 1:
+                    raise
+                # more prompts than fit: halve the chunk (the backbone features are reused) and remember it
+                chunk = self.max_prompts_per_forward = max(1, chunk // 2)
+                print(f"out of memory with all prompts in one forward; continuing with chunks of {chunk}")
 
     def _probabilities(self, data: torch.Tensor, spatial: torch.Tensor | None) -> torch.Tensor:
         """Sliding-window sigmoid probabilities (N, *S) on the network grid; ``spatial`` (N, *S) mask prompts."""
@@ -256,8 +263,10 @@ class MedalSPredictor(nnUNetPredictor):
         data, properties, masks = self.preprocess_case(self._image, self._prompts)
         return self.predict_preprocessed(data, properties, self._prompts, masks)
 
-    def write(self, result: PromptedPrediction, output_file_truncated: str, save_probabilities: bool = False) -> None:
-        """Write the label map (nnU-Net's writer), instance maps, the summary JSON and optionally probabilities.
+    def write(self, result: PromptedPrediction, output_file_truncated: str, save_probabilities: bool = False,
+              overlay: bool = False) -> None:
+        """Write the label map (nnU-Net's writer), instance maps, the summary JSON, optionally the probabilities
+        and a PNG overlay (three orthogonal slices through each found structure).
 
         Every file goes through a temporary name and a rename, so a crash leaves no half-written output.
         """
@@ -279,6 +288,12 @@ class MedalSPredictor(nnUNetPredictor):
             np.savez_compressed(tmp, probabilities=result.probabilities.astype(np.float16),
                                 labels=np.array([p.label for p in result.prompts]))
             os.replace(tmp, out.with_name(out.name + "_probabilities.npz"))
+        if overlay:
+            from nnunetv2_medals.overlay import write_overlay_png
+
+            image, props = rw.read_images([result.properties["source"]])
+            write_overlay_png(image[0], result.label_map, {p.label: p.text for p in result.prompts},
+                              out.with_name(out.name + "_overlay.png"), props["spacing"])
         atomic_write_json(out.with_name(out.name + ".json"), result.summary)
 
 
@@ -289,13 +304,9 @@ def load_model(model_dir: str, folds=None, checkpoint: str = "checkpoint_final.p
     return predictor
 
 
-def read_summary(path: str | Path) -> dict:
-    return json.loads(Path(path).read_text())
-
-
 def predict_prompted_files(predictor: MedalSPredictor, prompt_file, source_folder: str, output_folder: str,
                            save_probabilities: bool = False, overwrite: bool = True, num_parts: int = 1,
-                           part_id: int = 0) -> list[str]:
+                           part_id: int = 0, overlay: bool = False) -> list[str]:
     """Predict every case of ``source_folder`` (nnU-Net's ``CASE_XXXX.ext`` naming) with its prompts.
 
     Cases are split over ``num_parts`` machines as nnU-Net does (``part_id::num_parts``). Returns the written
@@ -318,7 +329,7 @@ def predict_prompted_files(predictor: MedalSPredictor, prompt_file, source_folde
         prompts = prompt_file.prompts_for(case)
         data, properties, masks = predictor.preprocess_case(files, prompts)
         result = predictor.predict_preprocessed(data, properties, prompts, masks)
-        predictor.write(result, out, save_probabilities)
+        predictor.write(result, out, save_probabilities, overlay)
         found = ", ".join(f"{p['text']}={p['volume_ml']} mL" for p in result.summary["prompts"])
         print(f"{case}: {found}")
         written.append(out + ending)

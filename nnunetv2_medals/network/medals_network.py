@@ -201,6 +201,10 @@ class MedalSNetwork(nn.Module):
         self.prompt_fusion = PromptFusion(self.decoder.output_channels[0], conv_op, norm_op, norm_op_kwargs, nonlin,
                                           nonlin_kwargs, conv_bias)
         self.register_buffer("class_embeddings", torch.zeros(num_classes, text_embedding_dim))
+        # fixed centring of text embeddings (set from the trained phrasings): sentence embeddings of anatomy share a
+        # large common component, and removing it lets "left kidney" and "right kidney" start further apart
+        self.register_buffer("text_center", torch.zeros(text_embedding_dim))
+        self.register_buffer("text_scale", torch.ones(()))
         #: what the trained model knows about text (set by MedalSTrainer, saved with the weights as extra state):
         #: text encoder id/dim/path, targets with their label values and phrasings, and the phrasings' embeddings
         self.vocabulary: dict = {}
@@ -222,6 +226,12 @@ class MedalSNetwork(nn.Module):
                              f"got {tuple(embeddings.shape)}")
         self.class_embeddings.copy_(embeddings)
 
+    def set_text_normalization(self, embeddings: torch.Tensor) -> None:
+        """Centre text embeddings on the mean of ``embeddings`` (P, L) and scale them to unit mean norm."""
+        center = embeddings.mean(0)
+        self.text_center.copy_(center)
+        self.text_scale.fill_(1.0 / float((embeddings - center).norm(dim=1).mean().clamp_min(1e-6)))
+
     def get_extra_state(self) -> dict:
         return self.vocabulary
 
@@ -239,7 +249,7 @@ class MedalSNetwork(nn.Module):
         if text_embeddings.shape[-1] != self.text_embedding_dim:
             raise ValueError(f"text embeddings have dim {text_embeddings.shape[-1]}, the network was built for "
                              f"{self.text_embedding_dim} (another text encoder?)")
-        return text_embeddings
+        return (text_embeddings.to(self.text_center.dtype) - self.text_center) * self.text_scale
 
     def forward(self, x: torch.Tensor, text_embeddings: torch.Tensor | None = None,
                 spatial_prompts: torch.Tensor | None = None, prompt_mask: torch.Tensor | None = None,

@@ -41,9 +41,10 @@ def test_outputs_hold_exactly_the_prompt_labels_and_inputs_stay_untouched(prepro
                                                   {"text": "lymph node", "label": 33, "instance": True}]})
     before = _digest(inp), prompts.read_bytes()
     out = tmp_path / "out"
-    proc = run(["nnUNetv2_predict_medals", *MODEL, "-i", str(inp), "-o", str(out), "-prompts", str(prompts)],
-               smoke_model["env"])
+    proc = run(["nnUNetv2_predict_medals", *MODEL, "-i", str(inp), "-o", str(out), "-prompts", str(prompts),
+                "--overlay"], smoke_model["env"])
     assert "phantom_ts_000:" in proc.stdout
+    assert (out / "phantom_ts_000_overlay.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (_digest(inp), prompts.read_bytes()) == before
     names = sorted(p.name for p in out.iterdir())
     assert not [n for n in names if n.startswith(".tmp")]
@@ -71,6 +72,28 @@ def test_parallel_sequential_and_chunked_prompting_agree(preprocessed_phantom, s
         results[mode] = predictor.predict_preprocessed(data, props, prompts, masks).probabilities
     np.testing.assert_allclose(results["sequential"], results["parallel"], atol=2e-3)
     np.testing.assert_allclose(results["chunked"], results["parallel"], atol=2e-3)
+
+
+def test_out_of_memory_falls_back_to_prompt_chunks(preprocessed_phantom, smoke_model, monkeypatch):
+    from nnunetv2_medals.inference.predictor import load_model
+    from nnunetv2_medals.text_prompts.prompt_file import Prompt
+
+    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
+    prompts = [Prompt(t, i + 1) for i, t in enumerate(["liver", "spleen", "left kidney", "lymph node", "kidneys"])]
+    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
+    data, props, _ = predictor.preprocess_case(image, prompts)
+    reference = predictor.predict_preprocessed(data, props, prompts).probabilities
+    original = type(predictor.network).forward_prompts
+
+    def limited(net, skips, features, text=None, *args, **kwargs):
+        if text.shape[1] > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return original(net, skips, features, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(predictor.network), "forward_prompts", limited)
+    chunked = predictor.predict_preprocessed(data, props, prompts).probabilities
+    assert predictor.max_prompts_per_forward == 2
+    np.testing.assert_allclose(chunked, reference, atol=2e-3)
 
 
 def test_session_api_with_a_mask_prompt(preprocessed_phantom, smoke_model):
