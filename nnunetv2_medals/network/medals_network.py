@@ -232,6 +232,13 @@ class MedalSNetwork(nn.Module):
         self.text_center.copy_(center)
         self.text_scale.fill_(1.0 / float((embeddings - center).norm(dim=1).mean().clamp_min(1e-6)))
 
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # checkpoints from before the text centring have no such buffers: they were trained without it (identity)
+        for name, default in (("text_center", torch.zeros_like(self.text_center)),
+                              ("text_scale", torch.ones_like(self.text_scale))):
+            state_dict.setdefault(prefix + name, default)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
     def get_extra_state(self) -> dict:
         return self.vocabulary
 

@@ -159,3 +159,19 @@ def test_nnunet_builds_it_from_our_plans(preprocessed_phantom):
     assert len(out) == len(cfg["architecture"]["arch_kwargs"]["strides"]) - 1
     assert tuple(out[0].shape[2:]) == tuple(cfg["patch_size"])
     assert np.prod(out[-1].shape[2:]) < np.prod(out[0].shape[2:])
+
+
+def test_text_centring_is_saved_and_older_checkpoints_load_without_it():
+    net = tiny_network(deep_supervision=False).eval()
+    embeddings = torch.randn(10, L) + 3.0
+    net.set_text_normalization(embeddings)
+    centred = net._text(embeddings, 1)[0]
+    torch.testing.assert_close(centred.mean(0), torch.zeros(L), atol=1e-5, rtol=0)
+    torch.testing.assert_close(centred.norm(dim=1).mean(), torch.tensor(1.0))
+    state = net.state_dict()
+    other = tiny_network(deep_supervision=False, seed=3)
+    other.load_state_dict(state)
+    torch.testing.assert_close(other.text_center, net.text_center)
+    legacy = {k: v for k, v in state.items() if k not in ("text_center", "text_scale")}
+    other.load_state_dict(legacy)
+    assert torch.all(other.text_center == 0) and other.text_scale == 1
