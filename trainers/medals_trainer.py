@@ -175,44 +175,28 @@ class MedalSTrainer(nnUNetTrainer):
                 "fp_hard": fp.detach().cpu().numpy(), "fn_hard": fn.detach().cpu().numpy()}
 
 
-class MedalSTrainer_CPUDemo(MedalSTrainer):
-    """A few hundred iterations: the README demo on the phantom with the CPU preset."""
+def _variant(name: str, doc: str, **settings):
+    """A MedalSTrainer subclass that only changes attributes (nnU-Net's variant style). ``__init__`` keeps the
+    explicit signature because nnU-Net records its named parameters for checkpoints."""
 
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 30
-        self.num_iterations_per_epoch = 25
-        self.num_val_iterations_per_epoch = 4
-        self.initial_lr = 1e-3
-        self.max_queries = 16
-
-
-class MedalSTrainer_smoke(MedalSTrainer):
-    """One epoch of a few iterations: checks an installation end to end."""
-
-    def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
-                 device: torch.device = torch.device("cuda")):
-        super().__init__(plans, configuration, fold, dataset_json, device)
-        self.num_epochs = 1
-        self.num_iterations_per_epoch = 3
-        self.num_val_iterations_per_epoch = 2
-
-
-def _epochs_variant(n: int):
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
         MedalSTrainer.__init__(self, plans, configuration, fold, dataset_json, device)
-        self.num_epochs = n
+        for key, value in settings.items():
+            setattr(self, key, value)
 
-    return type(f"MedalSTrainer_{n}epochs", (MedalSTrainer,),
-                {"__init__": __init__, "__doc__": f"MedalSTrainer for {n} epochs.", "__module__": __name__})
+    return type(name, (MedalSTrainer,), {"__init__": __init__, "__doc__": doc, "__module__": __name__})
 
 
-MedalSTrainer_2epochs = _epochs_variant(2)
-MedalSTrainer_5epochs = _epochs_variant(5)
-MedalSTrainer_10epochs = _epochs_variant(10)
-MedalSTrainer_50epochs = _epochs_variant(50)
-MedalSTrainer_100epochs = _epochs_variant(100)
-MedalSTrainer_250epochs = _epochs_variant(250)
-MedalSTrainer_500epochs = _epochs_variant(500)
+MedalSTrainer_CPUDemo = _variant(
+    "MedalSTrainer_CPUDemo", "750 iterations at lr 1e-3, 16 prompts/sample: the README demo with the CPU preset.",
+    num_epochs=30, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=16)
+MedalSTrainer_smoke = _variant("MedalSTrainer_smoke", "One epoch of 3 iterations: checks an installation end to end.",
+                               num_epochs=1, num_iterations_per_epoch=3, num_val_iterations_per_epoch=2)
+MedalSTrainer_2epochs = _variant("MedalSTrainer_2epochs", "MedalSTrainer for 2 epochs.", num_epochs=2)
+MedalSTrainer_5epochs = _variant("MedalSTrainer_5epochs", "MedalSTrainer for 5 epochs.", num_epochs=5)
+MedalSTrainer_10epochs = _variant("MedalSTrainer_10epochs", "MedalSTrainer for 10 epochs.", num_epochs=10)
+MedalSTrainer_50epochs = _variant("MedalSTrainer_50epochs", "MedalSTrainer for 50 epochs.", num_epochs=50)
+MedalSTrainer_100epochs = _variant("MedalSTrainer_100epochs", "MedalSTrainer for 100 epochs.", num_epochs=100)
+MedalSTrainer_250epochs = _variant("MedalSTrainer_250epochs", "MedalSTrainer for 250 epochs.", num_epochs=250)
+MedalSTrainer_500epochs = _variant("MedalSTrainer_500epochs", "MedalSTrainer for 500 epochs.", num_epochs=500)
