@@ -10,15 +10,14 @@ Prints a table, then ``RESULT key=value …``, and writes the same to ``benchmar
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 from torch import nn
 
+from bench_utils import report, timed
 from nnunetv2_medals.network.medals_network import MedalSNetwork
 
 
@@ -62,13 +61,7 @@ def main() -> None:
             net(x, texts[n])
         for _ in range(repeats):
             for n in args.ns:
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                start = time.perf_counter()
-                net(x, texts[n])
-                if args.device.startswith("cuda"):
-                    torch.cuda.synchronize()
-                times[n].append(time.perf_counter() - start)
+                times[n].append(timed(lambda: net(x, texts[n]), args.device))
     median = {n: statistics.median(t) for n, t in times.items()}
     preset = "real" if args.real else "cpu"
     print(f"MedalSNetwork forward, preset={preset}, tile={tile}, device={args.device} "
@@ -80,9 +73,7 @@ def main() -> None:
     result = {"preset": preset, "device": args.device, "tile": list(tile), "params_m": round(params / 1e6, 2),
               **{f"t{n}_s": round(median[n], 4) for n in args.ns},
               **{f"ratio_{n}_{args.ns[0]}": round(median[n] / median[args.ns[0]], 3) for n in args.ns[1:]}}
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items() if not isinstance(v, list)))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,14 +11,13 @@ Runs are interleaved over modes and N, medians reported. Prints a table, ``RESUL
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
-import time
 from pathlib import Path
 
 import torch
 
+from bench_utils import report, timed
 from nnunetv2_medals.inference.predictor import load_model, prompt_label_manager
 
 DEMO = Path(__file__).resolve().parents[1] / "work_dirs" / "demo"
@@ -53,13 +52,7 @@ def main() -> None:
         predictor._text = predictor.embed(texts[:n]).to(device)
         predictor._n_image_channels = data.shape[0]
         predictor.label_manager = prompt_label_manager(list(range(1, n + 1)))
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        predictor._probabilities(data, None)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        return time.perf_counter() - start
+        return timed(lambda: predictor._probabilities(data, None), device)
 
     modes = {"parallel": parallel, "sequential": sequential}
     times = {(m, n): [] for m in modes for n in args.ns}
@@ -81,9 +74,7 @@ def main() -> None:
               f"parallel_ratio_{nmax}_{n0}": round(med[("parallel", nmax)] / med[("parallel", n0)], 3),
               **{f"parallel_{n}_s": round(med[("parallel", n)], 3) for n in args.ns},
               **{f"sequential_{n}_s": round(med[("sequential", n)], 3) for n in args.ns}}
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":

@@ -13,9 +13,7 @@ table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +23,7 @@ from nnunetv2.training.loss.compound_losses import DC_and_CE_loss
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
+from bench_utils import report, timed
 from network_forward import preset_kwargs
 from nnunetv2_medals.datasets import parse_text_prompted_dataset
 from nnunetv2_medals.losses import PromptBCEDiceLoss
@@ -32,11 +31,6 @@ from nnunetv2_medals.network.medals_network import MedalSNetwork
 from nnunetv2_medals.phantom import phantom_dataset_json
 from nnunetv2_medals.prompts import TargetLookup, simulate_spatial_prompts
 from nnunetv2_medals.training import TrainingVocabulary, nnunet_deep_supervision_weights, sample_query_batch
-
-
-def _sync(device):
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
 def main() -> None:
@@ -108,11 +102,7 @@ def main() -> None:
         torch.cuda.reset_peak_memory_stats()
     for _ in range(3 if args.quick else 10):
         for name, fn in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            fn()
-            _sync(device)
-            times[name].append(time.perf_counter() - start)
+            times[name].append(timed(fn, device))
     med = {k: statistics.median(v) for k, v in times.items()}
     preset = "real" if args.real else "cpu"
     print(f"training step, preset={preset}, batch 2 × {tile}, device={device}, {torch.get_num_threads()} threads, "
@@ -125,9 +115,7 @@ def main() -> None:
               "ratio_medals_nnunet": round(med["MedalSTrainer"] / med["nnUNetTrainer"], 3)}
     if device.startswith("cuda"):
         result["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
-    print("RESULT " + " ".join(f"{k}={v}" for k, v in result.items()))
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    report(result, args.out)
 
 
 if __name__ == "__main__":
