@@ -118,6 +118,49 @@ def _cmd_predict_npz(args) -> None:
         print(f"{path.name}: " + ", ".join(f"{p['text']}={p['voxels']} voxels" for p in result.summary["prompts"]))
 
 
+def _cmd_evaluate(args) -> None:
+    from nnunetv2_medals.evaluation import METRICS, evaluate_folders
+
+    summary = evaluate_folders(args.ref, args.pred, args.prompts, args.o, args.ref_instances, args.modality,
+                               args.tolerance)
+
+    def fmt(v):
+        return "  -  " if v is None else f"{v:.3f}"
+
+    names = list(summary["per_class"])
+    width = max([len(n) for n in names] + [8])
+    print(f"{'target':<{width}}  " + "  ".join(f"{m:>6}" for m in METRICS))
+    for n in names:
+        print(f"{n:<{width}}  " + "  ".join(f"{fmt(summary['per_class'][n][m]):>6}" for m in METRICS))
+    print(f"{'mean':<{width}}  " + "  ".join(f"{fmt(summary['mean'][m]):>6}" for m in METRICS))
+    print(f"wrote summary.json, metrics.csv, per_class.png to {args.o}")
+
+
+def _cmd_convert_biomedsegfm(args) -> None:
+    import time
+
+    from nnunetv2_medals.biomedsegfm import convert_biomedsegfm
+
+    if not 1 <= args.d <= 999:
+        raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
+    start = time.perf_counter()
+    out = convert_biomedsegfm(args.i, args.prompts, args.d, args.name, args.datasets, args.o, args.overwrite)
+    print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+
+
+def _cmd_canonicalise(args) -> None:
+    from nnunetv2_medals.datasets import canonical_modality
+    from nnunetv2_medals.text_prompts.canonical import Canonicaliser, default_canonicaliser
+
+    modality = canonical_modality(args.modality, "command line", "--modality") if args.modality else None
+    canonicaliser = Canonicaliser.from_file(args.prompts) if args.prompts else default_canonicaliser()
+    for text in args.texts:
+        found = canonicaliser.canonicalise(text, modality)
+        print(f"{text!r} -> " + ("no class" if found is None else
+                                 f"{found.modality} #{found.class_id} {found.name!r}"
+                                 + (" (instance)" if found.instance else "")))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunetv2_medals", description="nnunetv2-medals utilities")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -148,6 +191,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"])
     p.add_argument("--refine", type=int, default=0, help="Algorithm 2 rounds (default 0)")
     p.set_defaults(func=_cmd_predict_npz)
+
+    p = sub.add_parser("evaluate", help="challenge metrics (DSC, NSD, instance F1, DSC-TP) of predictions vs ground truth")
+    p.add_argument("-ref", required=True, help="ground-truth label maps (nnU-Net images or challenge .npz 'gts')")
+    p.add_argument("-pred", required=True, help="predicted label maps, named as the ground truth")
+    p.add_argument("-prompts", required=True, help="prompt JSON: label values, and which targets are instances")
+    p.add_argument("-o", required=True, help="output folder for summary.json, metrics.csv, per_class.png")
+    p.add_argument("-ref_instances", default=None, help="instance-id maps for the instance targets "
+                                                        "(default: connected components of the ground truth)")
+    p.add_argument("--modality", default=None, help="modality of every case (default: the prompt file's, else "
+                                                    "read from each prompt's text)")
+    p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("convert-biomedsegfm", help="challenge npz datasets -> one text-prompted nnU-Net dataset")
+    p.add_argument("-i", required=True, help="root holding one folder per challenge dataset (found recursively)")
+    p.add_argument("-prompts", required=True, help="the challenge's per-dataset prompt JSON")
+    p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_<name>)")
+    p.add_argument("--datasets", nargs="+", default=None, help="only these challenge datasets (default: all found)")
+    p.add_argument("--name", default="BiomedSegFM", help="dataset name (default BiomedSegFM)")
+    p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_<name>")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.set_defaults(func=_cmd_convert_biomedsegfm)
+
+    p = sub.add_parser("canonicalise", help="map free-text prompts to canonical classes (paper §2.7)")
+    p.add_argument("texts", nargs="+")
+    p.add_argument("--modality", default=None)
+    p.add_argument("-prompts", default=None, help="challenge-style prompt JSON to build the maps from "
+                                                  "(default: the packaged BiomedSegFM file)")
+    p.set_defaults(func=_cmd_canonicalise)
 
     p = sub.add_parser("validation-dice", help="per-target Dice of a trained fold's nnU-Net validation")
     p.add_argument("fold_dir", help="nnUNet_results/DatasetX/Trainer__Plans__config/fold_N")

@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("MEDALS_SHARED_DIR", REPO.parent / "shared"))
 BIN = Path(sys.executable).parent
 PHANTOM_ID = 901
 
@@ -57,12 +56,12 @@ def text_encoder(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def shared_prompts():
+    """The challenge's per-dataset prompt file (the package ships a copy of ../shared/data's file)."""
     import json
+    from importlib import resources
 
-    path = SHARED / "data" / "biomedsegfm_text_prompts.json"
-    if not path.is_file():
-        pytest.skip(f"shared prompt file not found at {path} (set MEDALS_SHARED_DIR)")
-    return json.loads(path.read_text())
+    return json.loads(resources.files("nnunetv2_medals.text_prompts").joinpath(
+        "biomedsegfm_text_prompts.json").read_text())
 
 
 def train_env(preprocessed, extra_dir=None, **extra) -> dict:

@@ -1,0 +1,82 @@
+"""Canonicalisation (paper §2.7) against the challenge's prompt file."""
+import pytest
+
+from nnunetv2_medals.datasets import MODALITIES
+from nnunetv2_medals.text_prompts.canonical import Canonicaliser, canonicalise, modality_of_dataset, normalise
+
+
+@pytest.fixture(scope="module")
+def canonicaliser(shared_prompts):
+    return Canonicaliser(shared_prompts)
+
+
+def test_every_phrasing_maps_back_to_its_own_class(canonicaliser, shared_prompts):
+    total, misses = 0, []
+    for dataset, classes in shared_prompts.items():
+        modality = modality_of_dataset(dataset)
+        for class_id, phrasings in classes.items():
+            if class_id == "instance_label":
+                continue
+            own = canonicaliser.sources[(dataset, class_id)]
+            for p in phrasings:
+                total += 1
+                if canonicaliser.canonicalise(p, modality) != own:
+                    misses.append((dataset, p))
+    print(f"\ncanonicalisation: {total - len(misses)}/{total} phrasings map to their own class")
+    assert total > 3000 and misses == []
+
+
+def test_unseen_wording_mostly_maps_to_its_class(canonicaliser, shared_prompts):
+    accuracy, misses = canonicaliser.leave_one_out_accuracy(shared_prompts)
+    print(f"\nleave-one-phrasing-out accuracy {accuracy:.3f} ({len(misses)} misses)")
+    assert accuracy >= 0.9
+    # misses are refusals or near-misses, never the other side
+    for _, phrasing, got in misses:
+        if got is not None and "left" in phrasing.lower().split():
+            assert "right" not in got.split()
+
+
+def test_classes_of_different_datasets_that_mean_the_same_are_one(canonicaliser):
+    assert canonicaliser.sources[("CT_AMOS", "1")] == canonicaliser.sources[("CT_Abdomen1K", "3")]  # spleen
+    ids = [c.class_id for c in canonicaliser.classes("CT")]
+    assert ids == list(range(1, len(ids) + 1))
+    assert {c.modality for m in MODALITIES for c in canonicaliser.classes(m)} == set(MODALITIES)
+
+
+@pytest.mark.parametrize("modality", ["CT", "MRI", None])
+def test_left_kidney_is_never_kidney_or_right_kidney(modality):
+    for text in ["left kidney", "Left kidney", "LEFT KIDNEY", "the kidney on the left side", "left renal structure",
+                 "Kidney, left", "left kidneys in abdominal CT"]:
+        found = canonicalise(text, modality)
+        assert found is not None and found.name == "left kidney", (text, found)
+    for text in ["right kidney", "kidney on the right", "right renal structure"]:
+        assert canonicalise(text, modality).name == "right kidney"
+
+
+def test_a_side_without_a_lateral_class_is_refused_not_dropped():
+    # the map has "lung" classes for each side but no lateral "spleen": a left spleen is not the spleen
+    assert canonicalise("left spleen", "CT") is None
+    assert canonicalise("left lung", "CT").name == "left lung"
+
+
+def test_lesion_suffixes_map_to_lesion_classes():
+    assert canonicalise("hepatic lesion", "CT").name == "liver tumors"
+    assert canonicalise("liver tumour", "CT").name == "liver tumors"
+    assert canonicalise("tumours in the pancreas", "CT").name == "pancreas tumors"
+    assert canonicalise("liver", "CT").name == "liver"
+    found = canonicalise("left kidney tumour", "CT")    # tumour classes are not lateral
+    assert found.name == "kidney lesions" and found.instance
+
+
+def test_modality_is_read_from_the_sentence():
+    assert canonicalise("spleen in abdominal MRI").modality == "MRI"
+    assert canonicalise("spleen on CT").modality == "CT"
+    assert canonicalise("nuclei in fluorescence microscopy").modality == "Microscopy"
+    assert canonicalise("something unrelated entirely") is None
+
+
+def test_normalise():
+    assert normalise("Liver Tumours") == "liver tumor"
+    assert normalise("left renal lesions") == "left kidney tumor"
+    assert normalise("Alzheimer's disease plaques") == "alzheimer disease plaque"
+    assert normalise("Vertebrae L1") == "vertebra l1"

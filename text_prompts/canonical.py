@@ -1,0 +1,321 @@
+"""Text canonicalisation (paper §2.7): a free-text prompt -> (modality, class id, canonical class name).
+
+The maps are built from a BiomedSegFM-style prompt file (``{"<dataset>": {"<id>": [phrasings], "instance_label":
+0|1}}``; the challenge's own file ships with the package and is the default):
+
+* **class map** per modality: every dataset class becomes a canonical class named after its shortest first phrasing;
+  classes of different datasets that share a phrasing (after normalisation) are one class ("Liver" of CT_AMOS and
+  of CT_Abdomen1K), and each class gets an id, stable per modality (1-based, in name order);
+* **variant map** per modality: every normalised phrasing -> its canonical class.
+
+A sentence is normalised the same way (case, punctuation, plurals, organ adjectives such as "renal" -> "kidney",
+lesion words such as "tumour", "lesions", "carcinoma" -> one lesion token) and the **longest** variant it contains
+wins, subject to two rules: **laterality** (a sentence that says "left" never maps to a class without that side or
+with the other side; "left lung" is found from the class "lung" when the map has it) and **lesion suffixes** (a
+sentence about a lesion maps to a lesion class, e.g. "hepatic lesion" -> "liver tumors", not to the organ).
+Nothing matched (or only classes ruled out by those rules) gives ``None``: a caller falls back to its generic rule.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import re
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Iterable, Mapping
+
+from nnunetv2_medals.datasets import MODALITIES
+from nnunetv2_medals.errors import MedalSInputError
+
+PACKAGED_PROMPTS = "biomedsegfm_text_prompts.json"
+LESION_TOKEN = "tumor"
+SIDES = ("left", "right")
+
+_LESION_WORDS = {"tumor", "tumour", "lesion", "cancer", "carcinoma", "neoplasm", "metastasis", "metastase",
+                 "malignancy", "mass"}
+# adjective -> the organ noun the class maps use; applied to sentences and variants alike
+_ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen", "pulmonary": "lung",
+                     "cardiac": "heart", "gastric": "stomach", "pancreatic": "pancreas", "prostatic": "prostate",
+                     "cerebral": "brain", "vertebral": "vertebra", "thyroidal": "thyroid", "esophageal": "esophagus",
+                     "oesophageal": "esophagus", "oesophagus": "esophagus", "colonic": "colon", "aortic": "aorta",
+                     "nephric": "kidney", "duodenal": "duodenum", "sacral": "sacrum", "humeral": "humerus",
+                     "femoral": "femur", "scapular": "scapula", "clavicular": "clavicula", "venous": "vein",
+                     "arterial": "artery", "vesical": "bladder", "caval": "cava", "cecal": "cecum",
+                     "appendiceal": "appendix", "tracheal": "trachea", "bronchial": "bronchus",
+                     "myocardial": "myocardium", "uterine": "uterus", "cervical": "cervix",
+                     # abbreviations the challenge phrasings use
+                     "ivc": "inferior vena cava", "svc": "superior vena cava", "ivd": "intervertebral disc"}
+_IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
+              "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus"}
+_NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")
+_MODALITY_WORDS = {
+    "CT": ("ct", "computed tomography", "cta", "cect"),
+    "MRI": ("mri", "mr", "magnetic resonance", "flair", "t1", "t2", "t1w", "t2w", "dwi", "adc", "t1c"),
+    "PET": ("pet", "positron emission", "fdg"),
+    "US": ("ultrasound", "sonography", "ultrasonography", "echocardiography", "sonographic"),
+    "Microscopy": ("microscopy", "microscopic", "micrograph", "electron microscopy", "fluorescence"),
+}
+
+
+def _singular(word: str) -> str:
+    if word in _IRREGULAR:
+        return _IRREGULAR[word]
+    if len(word) > 4 and word.endswith("ies"):
+        return word[:-3] + "y"
+    if len(word) > 3 and word.endswith("s") and not word.endswith(_NO_PLURAL_ENDINGS):
+        return word[:-1]
+    return word
+
+
+def normalise(text: str) -> str:
+    """Lower-case, drop punctuation and possessives, singularise, map organ adjectives and lesion words."""
+    text = text.lower().replace("'s", " ").replace("’s", " ")
+    words = re.sub(r"[^a-z0-9]+", " ", text).split()
+    out = []
+    for w in words:
+        w = _singular(w)
+        w = _ORGAN_ADJECTIVES.get(w, w)
+        out.append(LESION_TOKEN if w in _LESION_WORDS else w)
+    return " ".join(out)
+
+
+def sentence_side(normalised: str) -> str | None:
+    """'left' / 'right' when the (normalised) sentence names exactly one side, else None."""
+    sides = {s for s in SIDES if re.search(rf"\b{s}\b", normalised)}
+    return sides.pop() if len(sides) == 1 else None
+
+
+def modality_of_dataset(name: str) -> str:
+    """Modality of a BiomedSegFM dataset key: ``CT_AMOS`` -> CT, ``MR_*`` -> MRI, ``autoPET`` -> PET …"""
+    prefix = name.split("_")[0].lower()
+    aliases = {"ct": "CT", "mr": "MRI", "mri": "MRI", "us": "US", "pet": "PET", "autopet": "PET",
+               "microscopy": "Microscopy"}
+    if prefix not in aliases:
+        raise ValueError(f"cannot tell the modality of dataset {name!r} (expected a CT_/MR_/US_/PET/Microscopy_ "
+                         f"prefix)")
+    return aliases[prefix]
+
+
+@dataclass(frozen=True)
+class CanonicalClass:
+    modality: str
+    class_id: int
+    name: str
+    instance: bool = False
+
+
+@dataclass
+class _Group:
+    names: list[str]            # first phrasings (lower-cased) of the dataset classes merged here
+    variants: set[str]          # normalised phrasings
+    instance: bool
+    sources: list[tuple[str, str]]  # (dataset, class id)
+
+
+class Canonicaliser:
+    """Class map + variant map per modality, built from a BiomedSegFM-style prompt mapping."""
+
+    def __init__(self, prompt_map: Mapping[str, Mapping], source: str | Path = "<prompts>"):
+        self.source = Path(source)
+        groups: dict[str, list[_Group]] = {m: [] for m in MODALITIES}
+        for dataset, classes in prompt_map.items():
+            if not isinstance(classes, Mapping):
+                raise MedalSInputError(source, dataset, "must map class ids to lists of phrasings")
+            try:
+                modality = modality_of_dataset(dataset)
+            except ValueError as e:
+                raise MedalSInputError(source, dataset, str(e)) from None
+            instance = bool(classes.get("instance_label", 0))
+            for class_id, phrasings in classes.items():
+                if class_id == "instance_label":
+                    continue
+                if isinstance(phrasings, str):
+                    phrasings = [phrasings]
+                if not isinstance(phrasings, list) or not phrasings or not all(isinstance(p, str) and p.strip()
+                                                                               for p in phrasings):
+                    raise MedalSInputError(source, f"{dataset}.{class_id}", "must be a non-empty list of phrasings")
+                first = re.sub(r"[_\s]+", " ", phrasings[0]).strip().lower()
+                groups[modality].append(_Group([first], {normalise(p) for p in phrasings} | {normalise(first)},
+                                               instance, [(dataset, class_id)]))
+        self._classes: dict[str, dict[str, CanonicalClass]] = {}   # modality -> name -> class
+        self._variants: dict[str, list[tuple[str, str]]] = {}      # modality -> [(variant, name)] longest first
+        self._normalised_name: dict[tuple[str, str], str] = {}
+        self.sources: dict[tuple[str, str], CanonicalClass] = {}   # (dataset, class id) -> class
+        for modality, gs in groups.items():
+            merged = _merge_sharing_variants(gs)
+            names = {}
+            for g in merged:
+                name = min(g.names, key=lambda n: (len(n), n))
+                names[name] = g
+            self._classes[modality] = {}
+            variants = []
+            for class_id, name in enumerate(sorted(names), start=1):
+                g = names[name]
+                cls = CanonicalClass(modality, class_id, name, g.instance)
+                self._classes[modality][name] = cls
+                self._normalised_name[(modality, name)] = normalise(name)
+                variants += [(v, name) for v in g.variants]
+                for src in g.sources:
+                    self.sources[src] = cls
+            self._variants[modality] = sorted(variants, key=lambda vn: (-len(vn[0]), vn[0]))
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "Canonicaliser":
+        path = Path(path)
+        try:
+            obj = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise MedalSInputError(path, "<file>", "prompt file not found") from None
+        except json.JSONDecodeError as e:
+            raise MedalSInputError(path, "<file>", f"is not valid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(obj, dict):
+            raise MedalSInputError(path, "<root>", "must map dataset names to {class id: [phrasings]}")
+        return cls(obj, path)
+
+    def classes(self, modality: str) -> list[CanonicalClass]:
+        return sorted(self._classes.get(modality, {}).values(), key=lambda c: c.class_id)
+
+    def lookup(self, modality: str, name: str) -> CanonicalClass | None:
+        return self._classes.get(modality, {}).get(name)
+
+    def canonicalise(self, sentence: str, modality: str | None = None) -> CanonicalClass | None:
+        """Map one free-text prompt to its canonical class; ``modality`` restricts the search (else it is read
+        from the sentence's words, else all modalities are searched)."""
+        return self._match(normalise(sentence), modality)
+
+    def _match(self, norm: str, modality: str | None, skip_variant: str | None = None) -> CanonicalClass | None:
+        if modality is not None:
+            modalities = [modality] if modality in self._classes else []
+        else:
+            padded = f" {norm} "
+            modalities = [m for m, words in _MODALITY_WORDS.items() if any(f" {w} " in padded for w in words)]
+            modalities = modalities or list(self._classes)
+        side = sentence_side(norm)
+        lesion = re.search(rf"\b{LESION_TOKEN}\b", norm) is not None
+        padded = f" {norm} "
+        candidates = [(len(v), m, name) for m in modalities for v, name in self._variants[m]
+                      if v != skip_variant and f" {v} " in padded]
+        if side is not None:
+            # laterality by regex: match with the side words removed ("the kidney on the left side" finds
+            # "left kidney" through "kidney"); the rules below keep only classes of that side
+            bare = f" {_strip_sides(norm)} "
+            candidates += [(len(v), m, name) for m in modalities for v, name in self._variants[m]
+                           if v != skip_variant and _strip_sides(v) and f" {_strip_sides(v)} " in bare]
+        candidates.sort(key=lambda c: -c[0])
+        for _, m, name in candidates:
+            resolved = self._apply_rules(m, name, side, lesion)
+            if resolved is not None:
+                return resolved
+        return None
+
+    def _apply_rules(self, modality: str, name: str, side: str | None, lesion: bool) -> CanonicalClass | None:
+        cls = self._classes[modality][name]
+        norm = self._normalised_name[(modality, name)]
+        if side is not None:
+            class_side = sentence_side(norm)
+            if class_side is None:
+                lateral = self._variant_of(modality, norm, extra=side, want_lesion=self._is_lesion(norm))
+                if lateral is not None:
+                    cls, norm = lateral, self._normalised_name[(modality, lateral.name)]
+                elif not self._is_lesion(norm):
+                    return None  # "left kidney" never becomes "kidney"; a left-kidney tumour is a kidney tumour
+            elif class_side != side:
+                return None
+        if lesion and not self._is_lesion(norm):
+            return self._variant_of(modality, norm, extra=LESION_TOKEN, want_lesion=True, side=side)
+        return cls
+
+    @staticmethod
+    def _is_lesion(norm: str) -> bool:
+        return LESION_TOKEN in norm.split()
+
+    def _variant_of(self, modality: str, base_norm: str, extra: str, want_lesion: bool,
+                    side: str | None = None) -> CanonicalClass | None:
+        """The shortest class whose name is ``base`` plus the word ``extra`` (and maybe words around it):
+        "kidney" + left -> "left kidney"; "liver" + lesion -> "liver tumors"."""
+        base = base_norm.split()
+        best = None
+        for name, cls in self._classes[modality].items():
+            words = self._normalised_name[(modality, name)].split()
+            if extra not in words or self._is_lesion(" ".join(words)) != want_lesion:
+                continue
+            if side is not None and sentence_side(" ".join(words)) != side:
+                continue
+            rest = [w for w in words if w != extra]
+            if _contains(rest, base) and (best is None or len(words) < best[0]):
+                best = (len(words), cls)
+        return None if best is None else best[1]
+
+    def leave_one_out_accuracy(self, prompt_map: Mapping[str, Mapping]) -> tuple[float, list[tuple[str, str, str]]]:
+        """Fraction of descriptive phrasings (all but each class's first, its name) that map to their own class when
+        that exact phrasing is removed from the variant map: how well the rules generalise to unseen wording.
+        Returns it with the misses as (dataset, phrasing, got)."""
+        total, misses = 0, []
+        for dataset, classes in prompt_map.items():
+            modality = modality_of_dataset(dataset)
+            for class_id, phrasings in classes.items():
+                if class_id == "instance_label":
+                    continue
+                own = self.sources[(dataset, class_id)]
+                for p in ([phrasings] if isinstance(phrasings, str) else phrasings)[1:]:
+                    total += 1
+                    got = self._match(normalise(p), modality, skip_variant=normalise(p))
+                    if got != own:
+                        misses.append((dataset, p, got.name if got else None))
+        return 1 - len(misses) / max(total, 1), misses
+
+
+def _strip_sides(norm: str) -> str:
+    return " ".join(w for w in norm.split() if w not in SIDES)
+
+
+def _contains(words: list[str], sub: list[str]) -> bool:
+    n = len(sub)
+    return n > 0 and any(words[i:i + n] == sub for i in range(len(words) - n + 1))
+
+
+def _merge_sharing_variants(groups: list[_Group]) -> list[_Group]:
+    """Union of classes that share a normalised phrasing (the same structure named in two datasets)."""
+    parent = list(range(len(groups)))
+
+    def find(i):
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    owner: dict[str, int] = {}
+    for i, g in enumerate(groups):
+        for v in g.variants:
+            if v in owner:
+                parent[find(i)] = find(owner[v])
+            else:
+                owner[v] = i
+    merged: dict[int, _Group] = {}
+    for i, g in enumerate(groups):
+        root = find(i)
+        if root not in merged:
+            merged[root] = _Group([], set(), False, [])
+        m = merged[root]
+        m.names += g.names
+        m.variants |= g.variants
+        m.instance = m.instance or g.instance
+        m.sources += g.sources
+    return list(merged.values())
+
+
+@functools.lru_cache(maxsize=1)
+def default_canonicaliser() -> Canonicaliser:
+    """The canonicaliser of the challenge's prompt file that ships with the package."""
+    ref = resources.files("nnunetv2_medals.text_prompts").joinpath(PACKAGED_PROMPTS)
+    return Canonicaliser(json.loads(ref.read_text()), PACKAGED_PROMPTS)
+
+
+def canonicalise(sentence: str, modality: str | None = None) -> CanonicalClass | None:
+    """sentence -> (modality, class id, canonical name) with the packaged maps; see :class:`Canonicaliser`."""
+    return default_canonicaliser().canonicalise(sentence, modality)
+
+
+def canonical_names(sentences: Iterable[str], modality: str | None = None) -> list[str | None]:
+    return [None if (c := canonicalise(s, modality)) is None else c.name for s in sentences]
