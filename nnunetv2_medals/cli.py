@@ -41,7 +41,10 @@ def _cmd_phantom(args) -> None:
         raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
     target = _raw_dataset_folder(args.d, "MedalSPhantom", args.o)
     start = time.perf_counter()
-    write_phantom_dataset(target, args.n, args.num_test, args.seed, overwrite=args.overwrite)
+    if args.spacing is not None and any(s <= 0 for s in args.spacing):
+        raise MedalSInputError("command line", "--spacing", "needs three positive values (z y x, mm)")
+    write_phantom_dataset(target, args.n, args.num_test, args.seed, overwrite=args.overwrite,
+                          spacing=None if args.spacing is None else tuple(args.spacing))
     print(f"wrote {args.n} training + {args.num_test} test phantom cases to {target} "
           f"in {time.perf_counter() - start:.1f} s")
 
@@ -175,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_MedalSPhantom")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.add_argument("--spacing", type=float, nargs=3, default=None, metavar=("Z", "Y", "X"),
+                   help="voxel size in mm for every case (default: random 6-8 x 4-5 x 4-5 mm)")
     p.set_defaults(func=_cmd_phantom)
 
     p = sub.add_parser("encode", help="embed texts; print the dim and their cosine matrix")

@@ -55,9 +55,14 @@ def _ellipsoid(grid, center, semi_axes) -> np.ndarray:
     return sum(((g - c) / a) ** 2 for g, c, a in zip(grid, center, semi_axes)) <= 1.0
 
 
-def make_phantom_case(rng: np.random.Generator) -> PhantomCase:
-    """One synthetic abdominal CT with its label map (random spacing, placement, sizes, tumour and nodes)."""
-    spacing = np.array([rng.uniform(6.0, 8.0), *(2 * [rng.uniform(4.0, 5.0)])])
+def make_phantom_case(rng: np.random.Generator, spacing: tuple[float, float, float] | None = None) -> PhantomCase:
+    """One synthetic abdominal CT with its label map (random placement, sizes, tumour and nodes).
+
+    ``spacing`` (z, y, x) mm fixes the voxel size (the field of view stays 180 x 240 x 320 mm); by default it is
+    drawn at the coarse 6-8 mm x 4-5 mm that keeps the demo fast.
+    """
+    random_spacing = np.array([rng.uniform(6.0, 8.0), *(2 * [rng.uniform(4.0, 5.0)])])
+    spacing = random_spacing if spacing is None else np.asarray(spacing, float)
     shape = np.round(_FOV_MM / spacing).astype(int)
     grid = np.meshgrid(*[(np.arange(n) + 0.5) * s - f / 2 for n, s, f in zip(shape, spacing, _FOV_MM)],
                        indexing="ij", sparse=True)
@@ -144,8 +149,11 @@ def phantom_dataset_json(num_training: int) -> dict:
 
 
 def write_phantom_dataset(output_folder: str | os.PathLike, num_cases: int = 10, num_test: int = 2,
-                          seed: int = 0, overwrite: bool = False) -> Path:
+                          seed: int = 0, overwrite: bool = False,
+                          spacing: tuple[float, float, float] | None = None) -> Path:
     """Write a text-prompted nnU-Net raw dataset (imagesTr/labelsTr, imagesTs/labelsTs, dataset.json).
+
+    ``spacing`` (z, y, x mm) fixes the voxel size of every case (default: random coarse spacing).
 
     The folder appears complete or not at all (built in a temporary sibling, then renamed).
     """
@@ -158,7 +166,7 @@ def write_phantom_dataset(output_folder: str | os.PathLike, num_cases: int = 10,
             (tmp / f"images{split}").mkdir()
             (tmp / f"labels{split}").mkdir()
             for i in range(count):
-                case = make_phantom_case(rng)
+                case = make_phantom_case(rng, spacing)
                 name = f"phantom_{split.lower()}_{i:03d}"
                 _write_nifti(case.image_hu, case.spacing_mm, tmp / f"images{split}" / f"{name}_0000.nii.gz")
                 _write_nifti(case.labels, case.spacing_mm, tmp / f"labels{split}" / f"{name}.nii.gz")

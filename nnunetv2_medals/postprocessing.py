@@ -33,33 +33,44 @@ def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, top_k
 
     ``mask`` (*S) bool, ``probabilities`` (*S) float -> (*S) bool.
     """
-    components, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=6, return_N=True)
+    mask = mask.astype(bool, copy=False)
+    boxes = ndimage.find_objects(mask.astype(np.uint8))
+    if not boxes:
+        return mask.copy()
+    box = boxes[0]  # all work happens inside the mask's bounding box (small structures in big images)
+    components, n = cc3d.connected_components(mask[box].astype(np.uint8), connectivity=6, return_N=True)
     if n <= 1:
-        return mask.astype(bool)
+        return mask.copy()
     ids = np.arange(1, n + 1)
-    sizes = ndimage.sum_labels(np.ones_like(probabilities), components, ids)
+    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
     candidates = ids[np.argsort(-sizes, kind="stable")[:top_k]]
-    confidence = ndimage.mean(probabilities, components, candidates)
+    confidence = ndimage.mean(probabilities[box].astype(np.float32), components, candidates)
     best = confidence.max()
     keep = candidates[(confidence > min_confidence) & (confidence >= best - tau)]
     if keep.size == 0:
         keep = candidates[[int(np.argmax(confidence))]]
-    return np.isin(components, keep)
+    out = np.zeros_like(mask)
+    out[box] = np.isin(components, keep)
+    return out
 
 
 def number_instances(mask: np.ndarray, min_voxels: int = 10) -> np.ndarray:
     """Instance prompts: 6-connected components of ``mask`` with at least ``min_voxels`` voxels, numbered 1..K
     by size (largest first). Returns (*S) uint16 (uint32 beyond 65535 instances)."""
-    components, n = cc3d.connected_components(mask.astype(np.uint8), connectivity=6, return_N=True)
-    if n == 0:
+    boxes = ndimage.find_objects(mask.astype(np.uint8))
+    if not boxes:
         return np.zeros(mask.shape, np.uint16)
+    box = boxes[0]  # components are found inside the mask's bounding box (big images, few structures)
+    components, n = cc3d.connected_components(mask[box].astype(np.uint8), connectivity=6, return_N=True)
     sizes = np.bincount(components.ravel())[1:]
     order = np.argsort(-sizes, kind="stable")
     kept = order[sizes[order] >= min_voxels]
     remap = np.zeros(n + 1, np.uint32)
     remap[kept + 1] = np.arange(1, len(kept) + 1)
-    out = remap[components]
-    return out.astype(np.uint16) if len(kept) < 65536 else out
+    dtype = np.uint16 if len(kept) < 65536 else np.uint32
+    out = np.zeros(mask.shape, dtype)
+    out[box] = remap[components]
+    return out
 
 
 def postprocess_label_map(label_map: np.ndarray, probabilities: np.ndarray, labels: Sequence[int],

@@ -123,3 +123,36 @@ class CosineLRScheduler(torch.optim.lr_scheduler._LRScheduler):
 def case_annotation_mask(dataset: TextPromptedDataset, keys: Sequence[str]) -> np.ndarray:
     """(B, T) bool: which targets are annotated in each case of the batch."""
     return np.array([dataset.annotated_target_mask(k) for k in keys], dtype=bool)
+
+
+def target_extents_mm(dataset, identifiers: Sequence[str], targets, spacing: Sequence[float],
+                      max_cases: int = 50, seed: int = 0) -> dict[str, list[float]]:
+    """Median bounding-box extent (mm, per network axis) of every target over the training cases: what dynamic
+    resampling (paper §2.5) needs to know about "the size of the structure a prompt asks for".
+
+    ``dataset`` is nnU-Net's preprocessed dataset (``load_case`` gives the seg at ``spacing``); regions use their
+    union, instance targets the extent of single instances (one lymph node, not the spread of all of them). At most
+    ``max_cases`` cases (a random subset) are read.
+    """
+    import cc3d
+    from scipy import ndimage
+
+    identifiers = list(identifiers)
+    if len(identifiers) > max_cases:
+        identifiers = list(np.random.default_rng(seed).choice(identifiers, max_cases, replace=False))
+    sizes: dict[str, list[np.ndarray]] = {t.name: [] for t in targets}
+    spacing = np.asarray(spacing, float)
+    for identifier in identifiers:
+        seg = np.asarray(dataset.load_case(identifier)[1][0])
+        for t in targets:
+            mask = np.isin(seg, t.label_values)
+            if not mask.any():
+                continue
+            if t.instance:
+                components = cc3d.connected_components(mask.astype(np.uint8), connectivity=6)
+                boxes = [b for b in ndimage.find_objects(components) if b is not None]
+            else:
+                boxes = ndimage.find_objects(mask.astype(np.uint8))
+            sizes[t.name] += [np.array([s.stop - s.start for s in b]) * spacing for b in boxes]
+    return {name: [round(float(v), 2) for v in np.median(np.stack(found), 0)]
+            for name, found in sizes.items() if found}

@@ -48,6 +48,16 @@ class MedalSPlanner(nnUNetPlannerResEncM):
                                     "path": DEFAULT_ENCODER if self.text_encoder in (None, DEFAULT_ENCODER)
                                     else str(encoder_dir)}
 
+    def determine_segmentation_softmax_export_fn(self, *args, **kwargs):
+        """Resample exported probabilities with torch (nnU-Net's own ``resample_torch_fornnunet``, as its
+        ``_torchres`` planners do): prediction exports one probability map per prompt, and the default
+        scikit-image path costs ~4.4 s per map for a 512x512x300 CT on 2 cores against ~0.26 s, with the same values
+        (max difference 2e-6). Preprocessing keeps nnU-Net's default resampling."""
+        from nnunetv2.preprocessing.resampling.resample_torch import resample_torch_fornnunet
+
+        return resample_torch_fornnunet, {"is_seg": False, "force_separate_z": None,
+                                          "memefficient_seg_resampling": False}
+
     def generate_data_identifier(self, configuration_name: str) -> str:
         # ResEnc planners share 'nnUNetPlans_3d_fullres' with the default plans; ours never reuse or clobber it
         return self.plans_identifier + "_" + configuration_name
@@ -71,8 +81,14 @@ class MedalSPlanner(nnUNetPlannerResEncM):
         return plan
 
     def save_plans(self, plans):
-        # Medal S is a 3D method: the 2d configuration nnU-Net always plans is dropped rather than left broken
+        # Medal S is a 3D method: the 2d configuration nnU-Net always plans is dropped rather than left broken.
+        # Where nnU-Net plans a 3d_lowres it stays (the coarse model of two-stage inference, paper §2.6); its
+        # cascade follow-up is dropped, because stage 2 gets stage 1's output as spatial prompts, not as one-hot
+        # input channels.
         plans["configurations"].pop("2d", None)
+        plans["configurations"].pop("3d_cascade_fullres", None)
+        if "3d_lowres" in plans["configurations"]:
+            plans["configurations"]["3d_lowres"].pop("next_stage", None)
         plans[PLANS_KEY] = {"text_encoder": self.text_encoder_record, "network_class_name": NETWORK_CLASS_NAME}
         super().save_plans(plans)
         # nnU-Net copies dataset.json into the preprocessed folder; the partial-annotation map travels with it

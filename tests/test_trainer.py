@@ -3,6 +3,7 @@ import json
 import textwrap
 
 import pytest
+import numpy as np
 import torch
 
 from conftest import model_dir, run, train_env
@@ -27,6 +28,11 @@ def test_stock_train_command_writes_a_final_checkpoint_with_the_vocabulary(smoke
     assert vocabulary["phrasing_embeddings"].shape == (len(vocabulary["phrasings"]), 384)
     assert weights["class_embeddings"].shape == (8, 384) and weights["class_embeddings"].abs().sum() > 0
     assert checkpoint["inference_allowed_mirroring_axes"] is None
+    # typical sizes for dynamic resampling: single lymph nodes are far smaller than the liver they sit beside
+    extents = vocabulary["target_extent_mm"]
+    assert set(extents) == set(names)
+    assert np.prod(extents["lymph node"]) * 20 < np.prod(extents["liver"])
+    assert np.prod(extents["left kidney"]) < np.prod(extents["kidneys"])
     # the results folder carries nnU-Net's region handling, one sigmoid channel per target
     ds = json.loads((out.parent / "dataset.json").read_text())
     assert ds["labels"]["liver"] == [3, 4] and ds["regions_class_order"][:2] == [3, 1]

@@ -24,7 +24,7 @@ from nnunetv2_medals.losses import PromptBCEDiceLoss
 from nnunetv2_medals.planners.medals_planners import PLANS_KEY
 from nnunetv2_medals.prompts import TargetLookup, simulate_spatial_prompts
 from nnunetv2_medals.training import (CosineLRScheduler, TrainingVocabulary, case_annotation_mask,
-                                      nnunet_deep_supervision_weights, sample_query_batch)
+                                      nnunet_deep_supervision_weights, sample_query_batch, target_extents_mm)
 
 
 class MedalSTrainer(nnUNetTrainer):
@@ -70,6 +70,10 @@ class MedalSTrainer(nnUNetTrainer):
         net.set_class_embeddings(torch.from_numpy(self.vocabulary.class_embeddings).to(self.device))
         net.set_text_normalization(self.phrasing_embeddings)
         net.vocabulary = self.vocabulary.to_state()
+        identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
+        net.vocabulary["target_extent_mm"] = target_extents_mm(
+            self.dataset_class(self.preprocessed_dataset_folder, identifiers), identifiers, self.text_dataset.targets,
+            self.configuration_manager.spacing)
         self.print_to_log_file(f"text prompts: {len(self.vocabulary.phrasings)} phrasings of "
                                f"{len(self.text_dataset.targets)} targets, encoder {self.vocabulary.encoder['id']}")
 

@@ -20,6 +20,11 @@ EXTRA_HELP = """nnUNetv2_predict_medals: nnUNetv2_predict with text/mask prompts
   --max_prompts_per_forward K split prompts into chunks of K per tile (the backbone still runs once)
   --encoder DIR               folder of the model's text encoder if the recorded one moved
   --overlay                   also write CASE_overlay.png (three orthogonal slices through each found structure)
+  --dynamic_spacing ALPHA     dynamic resampling (paper §2.5): resample each case for its smallest prompted
+                              structure so that it fills ALPHA of the patch (e.g. 0.5)
+  --two_stage CONFIG          two-stage prediction (paper §2.6): CONFIG (e.g. 3d_lowres, same -d/-tr/-p/-f) runs
+                              first on the whole image, -c's model then on the ROI with stage 1 as spatial prompts
+  --roi_scale S               two-stage ROI = stage-1 foreground box x S (1.1-1.5, default 1.25)
 nnU-Net's flags follow.
 """
 
@@ -27,9 +32,10 @@ nnU-Net's flags follow.
 def _our_args(argv: Sequence[str]):
     """Take our flags out of ``argv`` by exact name (argparse would also read nnU-Net's ``-p`` as ``-prompts``)."""
     flags = {"-prompts": str, "--sequential": None, "--refine": int, "--max_prompts_per_forward": int,
-             "--encoder": str, "--overlay": None}
+             "--encoder": str, "--overlay": None, "--dynamic_spacing": float, "--two_stage": str,
+             "--roi_scale": float}
     values = {"prompts": None, "sequential": False, "refine": 0, "max_prompts_per_forward": None, "encoder": None,
-              "overlay": False}
+              "overlay": False, "dynamic_spacing": None, "two_stage": None, "roi_scale": 1.25}
     rest, i = [], 0
     while i < len(argv):
         flag = argv[i]
@@ -76,15 +82,23 @@ def predict_entry(argv: Sequence[str] | None = None) -> None:
                      verbose: bool = False, verbose_preprocessing: bool = False, allow_tqdm: bool = True):
             super().__init__(tile_step_size, use_gaussian, perform_everything_on_device, device, verbose, allow_tqdm,
                              refinement_rounds=ours.refine, sequential=ours.sequential,
-                             max_prompts_per_forward=ours.max_prompts_per_forward, encoder=ours.encoder)
+                             max_prompts_per_forward=ours.max_prompts_per_forward, encoder=ours.encoder,
+                             dynamic_alpha=ours.dynamic_spacing)
 
         def predict_from_files(self, list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files,
                                save_probabilities: bool = False, overwrite: bool = True,
                                num_processes_preprocessing: int = 1, num_processes_segmentation_export: int = 1,
                                folder_with_segs_from_prev_stage: str = None, num_parts: int = 1, part_id: int = 0):
+            coarse = None
+            if ours.two_stage:
+                from nnunetv2_medals.inference.predictor import coarse_model_folder, load_model
+
+                coarse = load_model(coarse_model_folder(self.model_folder, ours.two_stage), self.use_folds,
+                                    self.checkpoint_name, device=self.device, encoder=ours.encoder,
+                                    dynamic_alpha=ours.dynamic_spacing)
             return predict_prompted_files(self, prompt_file, list_of_lists_or_source_folder,
                                           output_folder_or_list_of_truncated_output_files, save_probabilities,
-                                          overwrite, num_parts, part_id, ours.overlay)
+                                          overwrite, num_parts, part_id, ours.overlay, coarse, ours.roi_scale)
 
         def predict_from_files_sequential(self, list_of_lists_or_source_folder,
                                           output_folder_or_list_of_truncated_output_files,

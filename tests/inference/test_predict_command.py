@@ -74,6 +74,33 @@ def test_parallel_sequential_and_chunked_prompting_agree(preprocessed_phantom, s
     np.testing.assert_allclose(results["chunked"], results["parallel"], atol=2e-3)
 
 
+def test_export_a_prompt_at_a_time_equals_nnunets_export_of_all(preprocessed_phantom, smoke_model):
+    """The image-geometry export runs a few prompts at a time (memory); it must equal nnU-Net's export of all."""
+    from nnunetv2.inference.export_prediction import \
+        convert_predicted_logits_to_segmentation_with_correct_shape as export
+
+    from nnunetv2_medals.inference.predictor import load_model, prompt_label_manager
+    from nnunetv2_medals.postprocessing import probabilities_to_label_map
+
+    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
+    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
+    data, props, _ = predictor.preprocess_case(image, [])
+    labels = [3, 1, 7, 2]
+    predictor._text = predictor.embed(["liver", "spleen", "left kidney", "kidneys"])
+    predictor._n_image_channels = data.shape[0]
+    predictor.label_manager = prompt_label_manager(labels)
+    probs = predictor._probabilities(torch.from_numpy(data) if isinstance(data, np.ndarray) else data, None)
+    predictor.export_voxel_budget = 1  # one prompt per export
+    chunked, label_map = predictor._to_image_geometry(probs, props, labels)
+    _, whole = export(torch.logit(probs.clamp(1e-6, 1 - 1e-6)), predictor.plans_manager,
+                      predictor.configuration_manager, prompt_label_manager(labels), props, return_probabilities=True)
+    assert chunked.dtype == np.float16 and chunked.shape == whole.shape
+    np.testing.assert_allclose(chunked.astype(np.float32), whole, atol=1e-3)
+    expected = probabilities_to_label_map(whole, labels)
+    assert (label_map != expected).mean() < 1e-4   # float16 ties at exactly 0.5 may differ, nothing else
+    assert set(np.unique(label_map)) <= {0, *labels}
+
+
 def test_out_of_memory_falls_back_to_prompt_chunks(preprocessed_phantom, smoke_model, monkeypatch):
     from nnunetv2_medals.inference.predictor import load_model
     from nnunetv2_medals.text_prompts.prompt_file import Prompt

@@ -1,0 +1,127 @@
+"""Two-stage prediction and dynamic resampling plumbing on the smoke model (weights are meaningless here: the
+stage-1 result is set by the test, what is checked is where stage 2 runs and how its result comes back)."""
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+
+@pytest.fixture()
+def stages(smoke_model, preprocessed_phantom):
+    from nnunetv2_medals.inference.predictor import load_model
+    from nnunetv2_medals.inference.two_stage import read_image
+
+    coarse = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
+    fine = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
+    image_file = str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])
+    image, props = read_image(fine, [image_file])
+    return coarse, fine, image, props
+
+
+def _force_stage_one(monkeypatch, coarse, label_map):
+    original = coarse.predict_array
+
+    def predict_array(*args, **kwargs):
+        result = original(*args, **kwargs)
+        return dataclasses.replace(result, label_map=label_map)
+
+    monkeypatch.setattr(coarse, "predict_array", predict_array)
+
+
+def test_stage_two_runs_on_the_roi_with_stage_one_as_mask_prompts(stages, monkeypatch):
+    from nnunetv2_medals.inference.two_stage import predict_two_stage
+    from nnunetv2_medals.text_prompts.prompt_file import Prompt
+
+    coarse, fine, image, props = stages
+    shape = image.shape[1:]
+    stage1 = np.zeros(shape, np.uint16)
+    stage1[8:12, 20:30, 25:40] = 2
+    _force_stage_one(monkeypatch, coarse, stage1)
+    seen = {}
+    original = fine.predict_array
+
+    def spy(crop, spacing, prompts, source="array", masks=None):
+        seen["shape"], seen["masks"] = crop.shape[1:], masks
+        return original(crop, spacing, prompts, source, masks=masks)
+
+    monkeypatch.setattr(fine, "predict_array", spy)
+    prompts = [Prompt("liver", 1), Prompt("spleen", 2)]
+    result = predict_two_stage(coarse, fine, image, props, prompts, roi_scale=1.2)
+    info = result.summary["two_stage"]
+    assert not info["fallback"] and info["roi"] is not None
+    roi = tuple(slice(a, b) for a, b in info["roi"])
+    assert seen["shape"] == tuple(b - a for a, b in info["roi"])
+    # every stage-1 voxel is inside the ROI, and each prompt got its own stage-1 mask
+    assert stage1[roi].sum() == stage1.sum()
+    assert seen["masks"][0].sum() == 0 and seen["masks"][1].sum() == (stage1 == 2).sum()
+    # the result is in the whole image's geometry, empty outside the ROI
+    assert result.label_map.shape == shape and result.probabilities.shape == (2, *shape)
+    outside = np.ones(shape, bool)
+    outside[roi] = False
+    assert not result.label_map[outside].any()
+    assert result.properties["spacing"] == props["spacing"]
+
+
+def test_empty_stage_one_falls_back_to_the_whole_image_without_prompts(stages, monkeypatch):
+    from nnunetv2_medals.inference.two_stage import predict_two_stage
+    from nnunetv2_medals.text_prompts.prompt_file import Prompt
+
+    coarse, fine, image, props = stages
+    _force_stage_one(monkeypatch, coarse, np.zeros(image.shape[1:], np.uint16))
+    calls = []
+    original = fine.predict_array
+    monkeypatch.setattr(fine, "predict_array", lambda *a, **k: calls.append((a[0].shape, k.get("masks"))) or
+                        original(*a, **k))
+    result = predict_two_stage(coarse, fine, image, props, [Prompt("liver", 1)])
+    assert result.summary["two_stage"]["fallback"] and result.summary["two_stage"]["roi"] is None
+    assert calls == [(image.shape, None)]
+    assert result.label_map.shape == image.shape[1:]
+
+
+def test_memory_guard_coarsens_stage_two_on_an_oversized_roi(stages, monkeypatch):
+    from nnunetv2_medals.inference.two_stage import predict_two_stage
+    from nnunetv2_medals.text_prompts.prompt_file import Prompt
+
+    coarse, fine, image, props = stages
+    stage1 = np.ones(image.shape[1:], np.uint16)       # everything is foreground: the ROI is the whole image
+    _force_stage_one(monkeypatch, coarse, stage1)
+    config = fine.configuration_manager.configuration
+    monkeypatch.setitem(config, "patch_size", [8, 8, 8])  # tiny fine patches make that ROI "oversized"
+    planned = list(config["spacing"])
+    used = {}
+    original = fine._to_image_geometry
+
+    def record(probs, properties, labels):
+        used["spacing"] = list(config["spacing"])
+        return original(probs, properties, labels)
+
+    monkeypatch.setattr(fine, "_to_image_geometry", record)
+    result = predict_two_stage(coarse, fine, image, props, [Prompt("liver", 1)])
+    info = result.summary["two_stage"]
+    assert info["memory_guard"]
+    assert all(g >= p for g, p in zip(info["stage2_spacing"], planned)) and info["stage2_spacing"] != planned
+    assert used["spacing"] == info["stage2_spacing"]      # the export resampled from the guarded grid
+    assert config["spacing"] == planned                   # and the model's plans are untouched afterwards
+    assert result.label_map.shape == image.shape[1:]
+
+
+def test_dynamic_spacing_follows_the_smallest_prompted_structure(smoke_model):
+    from nnunetv2_medals.inference.predictor import load_model
+    from nnunetv2_medals.text_prompts.prompt_file import Prompt
+
+    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), dynamic_alpha=0.5)
+    planned = [float(s) for s in predictor.configuration_manager.spacing]
+    extents = predictor.vocabulary["target_extent_mm"]
+    fine_image = [s / 4 for s in planned]
+    node = predictor.case_spacing(fine_image, [Prompt("lymph node", 1)])
+    liver = predictor.case_spacing(fine_image, [Prompt("liver", 1)])
+    both = predictor.case_spacing(fine_image, [Prompt("liver", 1), Prompt("enlarged lymph nodes", 2)])
+    assert both == node                                  # the smallest structure decides
+    assert all(n <= p for n, p in zip(node, planned)) and node != planned
+    assert np.prod(node) < np.prod(liver)
+    assert predictor.prompt_extents(["lymph node"])[0].tolist() == extents["lymph node"]
+    # an unrelated prompt has no known size and leaves the plans' spacing
+    assert predictor.case_spacing(fine_image, [Prompt("qwertyuiop zxcvbnm", 1)]) == planned
+    predictor.dynamic_alpha = None
+    assert predictor.case_spacing(fine_image, [Prompt("lymph node", 1)]) == planned
