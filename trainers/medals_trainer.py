@@ -222,6 +222,9 @@ MedalSTrainer_smoke = _variant("MedalSTrainer_smoke", "One epoch of 3 iterations
                                                       "(every sample zoomed, so that path runs too).",
                                num_epochs=1, num_iterations_per_epoch=3, num_val_iterations_per_epoch=2,
                                dynamic_zoom_probability=1.0)
+MedalSTrainer_CPUBrain = _variant(
+    "MedalSTrainer_CPUBrain", "1250 iterations at lr 1e-3, 32 prompts/sample: the brain-atlas job with the CPU preset.",
+    num_epochs=50, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32)
 MedalSTrainer_2epochs = _variant("MedalSTrainer_2epochs", "MedalSTrainer for 2 epochs.", num_epochs=2)
 MedalSTrainer_5epochs = _variant("MedalSTrainer_5epochs", "MedalSTrainer for 5 epochs.", num_epochs=5)
 MedalSTrainer_10epochs = _variant("MedalSTrainer_10epochs", "MedalSTrainer for 10 epochs.", num_epochs=10)

@@ -125,3 +125,38 @@ def test_dynamic_spacing_follows_the_smallest_prompted_structure(smoke_model):
     assert predictor.case_spacing(fine_image, [Prompt("qwertyuiop zxcvbnm", 1)]) == planned
     predictor.dynamic_alpha = None
     assert predictor.case_spacing(fine_image, [Prompt("lymph node", 1)]) == planned
+
+
+def test_predict_command_two_stage_and_dynamic_spacing(preprocessed_phantom, smoke_model, tmp_path):
+    """The command-line path: --two_stage finds the coarse configuration next to the fine model (here the smoke
+    model stands in for both), --dynamic_spacing resamples per case; outputs keep the image geometry."""
+    import json
+    import shutil
+
+    import SimpleITK as sitk
+
+    from conftest import PHANTOM_ID, run
+
+    model = ["-d", str(PHANTOM_ID), "-c", "3d_fullres", "-f", "0", "-tr", "MedalSTrainer_smoke", "-p",
+             "MedalSPlansCPU", "-device", "cpu"]
+    coarse = smoke_model["dir"].with_name(smoke_model["dir"].name.replace("3d_fullres", "3d_lowres"))
+    if not coarse.exists():
+        shutil.copytree(smoke_model["dir"], coarse)
+    inp = tmp_path / "in"
+    inp.mkdir()
+    first = sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0]
+    shutil.copy(first, inp / first.name)
+    prompts = tmp_path / "prompts.json"
+    prompts.write_text(json.dumps({"prompts": [{"text": "spleen", "label": 5},
+                                               {"text": "lymph node", "label": 6, "instance": True}]}))
+    out = tmp_path / "out"
+    run(["nnUNetv2_predict_medals", *model, "-i", str(inp), "-o", str(out), "-prompts", str(prompts),
+         "--two_stage", "3d_lowres", "--roi_scale", "1.3", "--dynamic_spacing", "0.5"], smoke_model["env"])
+    summary = json.loads((out / "phantom_ts_000.json").read_text())
+    assert set(summary["two_stage"]) >= {"roi", "fallback", "memory_guard", "stage2_spacing", "stage1_s"}
+    seg = sitk.ReadImage(str(out / "phantom_ts_000.nii.gz"))
+    assert seg.GetSize() == sitk.ReadImage(str(inp / "phantom_ts_000_0000.nii.gz")).GetSize()
+    # a missing coarse model is one clear error
+    proc = run(["nnUNetv2_predict_medals", *model, "-i", str(inp), "-o", str(tmp_path / "o2"), "-prompts",
+                str(prompts), "--two_stage", "3d_nope"], smoke_model["env"], check=False)
+    assert proc.returncode != 0 and "3d_nope" in proc.stderr + proc.stdout
