@@ -28,8 +28,9 @@ def dice_per_prompt(prediction_dir: str | Path, ground_truth_dir: str | Path, pr
 
     ``prompts`` maps prompt text -> (label value in the prediction, label value in the ground truth).
     """
-    import numpy as np
     import SimpleITK as sitk
+
+    from nnunetv2_medals.metrics import dice
 
     out: dict[str, list[float]] = {text: [] for text in prompts}
     for pred_file in sorted(Path(prediction_dir).glob(f"*{file_ending}")):
@@ -39,6 +40,5 @@ def dice_per_prompt(prediction_dir: str | Path, ground_truth_dir: str | Path, pr
         pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_file)))
         gt = sitk.GetArrayFromImage(sitk.ReadImage(str(gt_file)))
         for text, (p, g) in prompts.items():
-            a, b = pred == p, gt == g
-            out[text].append(float(2 * (a & b).sum() / max(a.sum() + b.sum(), 1)))
+            out[text].append(dice(pred == p, gt == g))
     return out
