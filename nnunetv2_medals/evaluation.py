@@ -202,7 +202,7 @@ def _plot_png(per_class: dict) -> bytes:
     ax.set_xticks(x, names, rotation=30, ha="right", fontsize=8)
     ax.set_ylim(0, 1)
     ax.set_ylabel("score")
-    ax.legend(fontsize=8, ncols=len(metrics))
+    ax.legend(fontsize=8, ncols=len(metrics), loc="lower center", bbox_to_anchor=(0.5, 1.0), frameon=False)
     ax.grid(axis="y", alpha=0.3)
     fig.tight_layout()
     buffer = io.BytesIO()

@@ -2,8 +2,8 @@
 
 Stage 1: the coarse model (nnU-Net's ``3d_lowres`` configuration of the same dataset, trainer and plans: large field
 of view, low resolution) predicts every prompt on the whole image. Stage 2: the fine model (``3d_fullres``) predicts
-on the ROI around stage 1's foreground (:func:`roi_from_mask`: union box x ``roi_scale``, at least half a fine
-patch), with each prompt's stage-1 mask as its spatial prompt (hybrid mode); where stage 1 found nothing, stage 2
+on the ROI around stage 1's foreground (:func:`roi_from_mask`: union box x ``roi_scale``, at least 1.5 fine
+patches, see :func:`predict_two_stage`), with each prompt's stage-1 mask as its spatial prompt (hybrid mode); where stage 1 found nothing, stage 2
 runs on the whole image without prompts. Oversized ROIs are resampled coarser first (:func:`memory_guard`). Both
 models stay loaded across cases; the result is in the input image's geometry, like a single-stage prediction.
 """
@@ -21,8 +21,13 @@ from nnunetv2_medals.text_prompts.prompt_file import Prompt
 
 def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.ndarray, properties: dict,
                       prompts: Sequence[Prompt], roi_scale: float = 1.25, guard: bool = True,
-                      source: str = "array") -> PromptedPrediction:
+                      source: str = "array", min_patches: float = 1.5) -> PromptedPrediction:
     """Two-stage prediction of one image (C, *S) whose reader ``properties`` hold its ``spacing`` (array order).
+
+    The ROI spans at least ``min_patches`` fine patches per axis (the paper: half a patch). Measured on the
+    phantom's fine model with ground-truth lymph-node masks as spatial prompts: Dice 0.92 on a 1.5-patch ROI,
+    0.37 on a 1-patch ROI and 0.0 on a half-patch ROI (the model then sees mostly padding around the prompt), so
+    stage 2 gets some context around small structures.
 
     The summary gains ``two_stage``: the ROI (voxel slices of the image), whether stage 2 fell back to the whole
     image, whether the memory guard triggered, the stage-2 spacing and each stage's seconds.
@@ -36,11 +41,11 @@ def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.
 
     cm = fine.configuration_manager
     transpose = fine.plans_manager.transpose_forward
-    # half a fine patch, in the image's voxels (the patch is in network axis order)
-    half_patch = [0.0] * len(spacing)
+    # the minimum ROI in the image's voxels (the patch is in network axis order)
+    minimum = [0.0] * len(spacing)
     for net_axis, img_axis in enumerate(transpose):
-        half_patch[img_axis] = 0.5 * cm.patch_size[net_axis] * cm.spacing[net_axis] / spacing[img_axis]
-    roi = roi_from_mask(first.label_map > 0, roi_scale, half_patch)
+        minimum[img_axis] = min_patches * cm.patch_size[net_axis] * cm.spacing[net_axis] / spacing[img_axis]
+    roi = roi_from_mask(first.label_map > 0, roi_scale, minimum)
     info = {"roi": None, "fallback": roi is None, "memory_guard": False, "stage2_spacing": None,
             "stage1_s": round(stage1_s, 3)}
     start = time.perf_counter()
