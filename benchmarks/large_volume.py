@@ -25,7 +25,8 @@ import torch
 
 from bench_utils import PeakMemory, machine, report
 from nnunetv2_medals.inference.predictor import load_model
-from nnunetv2_medals.phantom import _FOV_MM, _write_nifti, make_phantom_case
+from nnunetv2_medals.io_utils import write_nifti
+from nnunetv2_medals.phantom import _FOV_MM, make_phantom_case
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 
 DEMO = Path(__file__).resolve().parents[1] / "work_dirs" / "demo"
@@ -93,7 +94,7 @@ def main() -> None:
     case = make_phantom_case(np.random.default_rng(0), spacing)
     tmp = Path(tempfile.mkdtemp(prefix="medals_large_"))
     image_file = tmp / "large_0000.nii.gz"
-    _write_nifti(case.image_hu, case.spacing_mm, image_file)
+    write_nifti(case.image_hu, case.spacing_mm, image_file)
     print(f"phantom {case.image_hu.shape} at {tuple(round(s, 3) for s in spacing)} mm written in "
           f"{time.perf_counter() - start:.1f} s")
     del case

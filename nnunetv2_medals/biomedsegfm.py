@@ -28,7 +28,7 @@ from typing import Sequence
 import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json
+from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json, write_nifti
 
 INSTANCE_FOLDER = "labelsTr_instances"
 
@@ -53,14 +53,6 @@ def find_dataset_folders(npz_root: Path, names: Sequence[str]) -> dict[str, list
             found.setdefault(name, []).extend(files)
             dirnames[:] = []  # its subfolders were searched by rglob
     return found
-
-
-def _sitk_write(array: np.ndarray, spacing_zyx: Sequence[float], path: Path) -> None:
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing([float(s) for s in spacing_zyx[::-1]])
-    sitk.WriteImage(image, str(path), useCompression=True)
 
 
 def _case_name(dataset: str, npz: Path) -> str:
@@ -169,18 +161,18 @@ def convert_biomedsegfm(npz_root: str | Path, prompts_json: str | Path, dataset_
                 imgs, gts, spacing = _read_npz(npz)
                 case = _case_name(ds, npz)
                 if gts is None:
-                    _sitk_write(imgs, spacing, tmp / "imagesTs" / f"{case}_0000.nii.gz")
+                    write_nifti(imgs, spacing, tmp / "imagesTs" / f"{case}_0000.nii.gz")
                     continue
-                _sitk_write(imgs, spacing, tmp / "imagesTr" / f"{case}_0000.nii.gz")
+                write_nifti(imgs, spacing, tmp / "imagesTr" / f"{case}_0000.nii.gz")
                 if instance_ds:
                     seg = np.where(gts > 0, instance_value, 0).astype(np.uint8)
                     (tmp / INSTANCE_FOLDER).mkdir(exist_ok=True)
-                    _sitk_write(gts.astype(np.uint32), spacing, tmp / INSTANCE_FOLDER / f"{case}.nii.gz")
+                    write_nifti(gts.astype(np.uint32), spacing, tmp / INSTANCE_FOLDER / f"{case}.nii.gz")
                 else:
                     if gts.min() < 0 or gts.max() >= len(lut):
                         raise MedalSInputError(npz, "gts", f"holds label {gts.max()} outside 0-255")
                     seg = lut[gts.astype(np.int64)]
-                _sitk_write(seg, spacing, tmp / "labelsTr" / f"{case}.nii.gz")
+                write_nifti(seg, spacing, tmp / "labelsTr" / f"{case}.nii.gz")
                 annotated[case] = [n for (d, _), n in of_class.items() if d == ds]
                 num_training += 1
         if num_training == 0:

@@ -55,3 +55,13 @@ def atomic_directory(final_path: str | os.PathLike, overwrite: bool = False) -> 
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def write_nifti(array, spacing_zyx, path: str | os.PathLike) -> None:
+    """Write a (z, y, x) array as compressed NIfTI with its spacing (mm, array axis order) - the one writer the
+    dataset builders use; they write into a temporary folder that is renamed into place."""
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array)
+    image.SetSpacing([float(s) for s in spacing_zyx[::-1]])
+    sitk.WriteImage(image, str(path), useCompression=True)

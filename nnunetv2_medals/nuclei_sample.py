@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json
+from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json, write_nifti
 
 SPACING_UM = (0.29, 0.26, 0.26)
 PHRASINGS = ["nuclei", "cell nuclei", "nucleus", "fluorescent nuclei", "stained nuclei in fluorescence microscopy",
@@ -35,7 +35,6 @@ def sample_images() -> Path:
 
 
 def write_nuclei_dataset(output_folder: str | os.PathLike, overwrite: bool = False) -> Path:
-    import SimpleITK as sitk
     import tifffile
 
     folder = sample_images()
@@ -46,9 +45,7 @@ def write_nuclei_dataset(output_folder: str | os.PathLike, overwrite: bool = Fal
                                                                      f"{image.shape}")
 
     def save(array, path: Path):
-        out = sitk.GetImageFromArray(array)
-        out.SetSpacing(SPACING_UM[::-1])
-        sitk.WriteImage(out, str(path), useCompression=True)
+        write_nifti(array, SPACING_UM, path)
 
     hy, hx = image.shape[1] // 2, image.shape[2] // 2
     quarters = {f"nuclei_q{i}": (slice(None), slice(y, y + hy), slice(x, x + hx))

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from scipy import ndimage
 
-from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json
+from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json, write_nifti
 
 LABELS = {"background": 0, "left kidney": 1, "right kidney": 2, "liver parenchyma": 3, "liver tumour": 4,
           "spleen": 5, "lymph node": 6}
@@ -125,14 +125,6 @@ def make_phantom_case(rng: np.random.Generator, spacing: tuple[float, float, flo
     return PhantomCase(np.clip(hu, -1024, 3000).astype(np.int16), labels, tuple(float(s) for s in spacing))
 
 
-def _write_nifti(array: np.ndarray, spacing_zyx, path: Path) -> None:
-    import SimpleITK as sitk
-
-    img = sitk.GetImageFromArray(array)
-    img.SetSpacing([float(s) for s in spacing_zyx[::-1]])
-    sitk.WriteImage(img, str(path), useCompression=True)
-
-
 def phantom_dataset_json(num_training: int) -> dict:
     """A fresh ``dataset.json`` dict (callers may modify it)."""
     return copy.deepcopy({
@@ -168,7 +160,7 @@ def write_phantom_dataset(output_folder: str | os.PathLike, num_cases: int = 10,
             for i in range(count):
                 case = make_phantom_case(rng, spacing)
                 name = f"phantom_{split.lower()}_{i:03d}"
-                _write_nifti(case.image_hu, case.spacing_mm, tmp / f"images{split}" / f"{name}_0000.nii.gz")
-                _write_nifti(case.labels, case.spacing_mm, tmp / f"labels{split}" / f"{name}.nii.gz")
+                write_nifti(case.image_hu, case.spacing_mm, tmp / f"images{split}" / f"{name}_0000.nii.gz")
+                write_nifti(case.labels, case.spacing_mm, tmp / f"labels{split}" / f"{name}.nii.gz")
         atomic_write_json(tmp / "dataset.json", phantom_dataset_json(num_cases))
     return output_folder

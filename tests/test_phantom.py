@@ -66,7 +66,7 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             raise OSError("disk full")
         path.write_bytes(b"partial")
 
-    monkeypatch.setattr(phantom, "_write_nifti", failing_write)
+    monkeypatch.setattr(phantom, "write_nifti", failing_write)
     with pytest.raises(OSError):
         write_phantom_dataset(tmp_path / "Dataset001_X", num_cases=3)
     assert list(tmp_path.iterdir()) == []
