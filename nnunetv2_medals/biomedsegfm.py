@@ -18,7 +18,6 @@ files are only read):
 """
 from __future__ import annotations
 
-import json
 import os
 import re
 from dataclasses import dataclass, field
@@ -28,7 +27,7 @@ from typing import Sequence
 import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json, write_nifti
+from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json, read_json, write_nifti
 
 INSTANCE_FOLDER = "labelsTr_instances"
 
@@ -116,7 +115,7 @@ def convert_biomedsegfm(npz_root: str | Path, prompts_json: str | Path, dataset_
     if not npz_root.is_dir():
         raise MedalSInputError(npz_root, "-i", "is not a folder")
     canonicaliser = Canonicaliser.from_file(prompts_json)
-    prompt_map = json.loads(prompts_json.read_text())
+    prompt_map = read_json(prompts_json, "prompt file")  # the canonicaliser validated it
     if datasets:
         unknown = [d for d in datasets if d not in prompt_map]
         if unknown:

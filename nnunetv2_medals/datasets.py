@@ -14,12 +14,12 @@ whose cases are only partially labelled. Every consumer (planner, trainer, predi
 """
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.io_utils import read_json
 
 MODALITIES = ("CT", "MRI", "PET", "US", "Microscopy")
 _MODALITY_ALIASES = {m.lower(): m for m in MODALITIES} | {"mr": "MRI", "ultrasound": "US", "microscope": "Microscopy"}
@@ -246,15 +246,6 @@ def parse_text_prompted_dataset(ds: Mapping[str, Any], file: str | Path,
     return TextPromptedDataset(file, labels, tuple(targets), modality, annotated)
 
 
-def _read_json(path: Path, what: str) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MedalSInputError(path, "<file>", f"{what} not found") from None
-    except json.JSONDecodeError as e:
-        raise MedalSInputError(path, "<file>", f"is not valid JSON ({e.msg} at line {e.lineno})") from None
-
-
 def load_text_prompted_dataset(path: str | Path) -> TextPromptedDataset:
     """Load and validate a text-prompted dataset from its raw folder (or its ``dataset.json``).
 
@@ -263,11 +254,11 @@ def load_text_prompted_dataset(path: str | Path) -> TextPromptedDataset:
     """
     path = Path(path)
     ds_file = path / "dataset.json" if path.is_dir() else path
-    ds = _read_json(ds_file, "dataset.json")
+    ds = read_json(ds_file, "dataset.json")
     if not isinstance(ds, dict):
         raise MedalSInputError(ds_file, "<root>", "must be a JSON object")
     ann_file = ds_file.with_name(ANNOTATED_LABELS_FILE)
-    annotated = _read_json(ann_file, ANNOTATED_LABELS_FILE) if ann_file.is_file() else None
+    annotated = read_json(ann_file, ANNOTATED_LABELS_FILE) if ann_file.is_file() else None
     case_ids = None
     labels_dir = ds_file.parent / "labelsTr"
     ending = ds.get("file_ending")

@@ -131,16 +131,15 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, prompts: str | P
                      tolerance_mm: float = 2.0) -> dict:
     """Score every ground-truth case of ``ref_dir`` against ``pred_dir``; writes summary.json, metrics.csv and
     per_class.png into ``out_dir`` (atomically) and returns the summary."""
-    import json
-
     from nnunetv2_medals.datasets import canonical_modality
-    from nnunetv2_medals.text_prompts.prompt_file import load_prompt_file
+    from nnunetv2_medals.io_utils import read_json
+    from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
 
     ref_dir, pred_dir, out_dir = Path(ref_dir), Path(pred_dir), Path(out_dir)
-    prompt_file = load_prompt_file(prompts)
+    raw = read_json(prompts, "prompt file")
+    prompt_file = parse_prompt_file(raw, prompts)
     if modality is not None:
         modality = canonical_modality(modality, "command line", "--modality")
-    raw = json.loads(Path(prompts).read_text())
     gt_is_instance_map = "prompts" not in raw and "cases" not in raw and bool(raw.get("instance_label", 0))
     refs, preds = _cases(ref_dir), _cases(pred_dir)
     if not refs:

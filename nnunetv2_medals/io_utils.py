@@ -1,4 +1,4 @@
-"""Atomic writes: outputs appear complete or not at all."""
+"""Atomic writes (outputs appear complete or not at all) and reading JSON with one clear error."""
 from __future__ import annotations
 
 import json
@@ -8,6 +8,19 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+def read_json(path: str | os.PathLike, what: str = "file"):
+    """A JSON file's content, or one :class:`MedalSInputError` naming the file (missing, or not valid JSON)."""
+    from nnunetv2_medals.errors import MedalSInputError
+
+    path = Path(path)
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise MedalSInputError(path, "<file>", f"{what} not found") from None
+    except json.JSONDecodeError as e:
+        raise MedalSInputError(path, "<file>", f"is not valid JSON ({e.msg} at line {e.lineno})") from None
 
 
 def _umask() -> int:

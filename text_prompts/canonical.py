@@ -27,6 +27,7 @@ from typing import Iterable, Mapping
 
 from nnunetv2_medals.datasets import MODALITIES
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.io_utils import read_json
 
 PACKAGED_PROMPTS = "biomedsegfm_text_prompts.json"
 LESION_TOKEN = "tumor"
@@ -162,13 +163,7 @@ class Canonicaliser:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Canonicaliser":
-        path = Path(path)
-        try:
-            obj = json.loads(path.read_text())
-        except FileNotFoundError:
-            raise MedalSInputError(path, "<file>", "prompt file not found") from None
-        except json.JSONDecodeError as e:
-            raise MedalSInputError(path, "<file>", f"is not valid JSON ({e.msg} at line {e.lineno})") from None
+        obj = read_json(path, "prompt file")
         if not isinstance(obj, dict):
             raise MedalSInputError(path, "<root>", "must map dataset names to {class id: [phrasings]}")
         return cls(obj, path)

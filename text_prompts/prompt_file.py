@@ -23,6 +23,7 @@ from typing import Any, Mapping
 
 from nnunetv2_medals.datasets import canonical_modality
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.io_utils import read_json
 
 
 @dataclass(frozen=True)
@@ -133,11 +134,4 @@ def parse_prompt_file(obj: Any, source: str | Path = "<prompts>") -> PromptFile:
 
 def load_prompt_file(path: str | Path) -> PromptFile:
     """Read and validate a prompt JSON file; errors name the file and the field."""
-    path = Path(path)
-    try:
-        obj = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise MedalSInputError(path, "<file>", "prompt file not found") from None
-    except json.JSONDecodeError as e:
-        raise MedalSInputError(path, "<file>", f"is not valid JSON ({e.msg} at line {e.lineno})") from None
-    return parse_prompt_file(obj, path)
+    return parse_prompt_file(read_json(path, "prompt file"), path)
