@@ -24,7 +24,7 @@ import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import atomic_write_bytes, atomic_write_json
-from nnunetv2_medals.metrics import dice, instance_f1, normalized_surface_dice
+from nnunetv2_medals.metrics import connected_instances, dice, instance_f1, normalized_surface_dice
 
 METRICS = ("DSC", "NSD", "F1", "DSC_TP")
 _IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".npz")
@@ -100,7 +100,6 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing, targets: Iterable[E
                 elif gt_instances is not None:
                     instances = np.where(g, gt_instances, 0)
                 else:
-                    from nnunetv2_medals.metrics import connected_instances
                     instances = connected_instances(g)
                 result = instance_f1(p, instances)
                 scores["F1"], scores["DSC_TP"] = result.f1, result.dsc_tp
