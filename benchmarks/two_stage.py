@@ -1,13 +1,13 @@
 """Two-stage (coarse -> fine) vs single-stage prediction on the small targets of a 2.0 x 1.5 x 1.5 mm phantom.
 
-    bash benchmarks/two_stage_setup.sh           # once: data + the 3d_lowres and 3d_fullres models (~20 min CPU)
+    bash benchmarks/two_stage_setup.sh           # once: data + the 3d_lowres and 3d_fullres models (~1 h CPU)
     python benchmarks/two_stage.py               # 3 held-out cases x 2 small targets
     python benchmarks/two_stage.py --quick       # 1 case, the liver tumour only
 
 For each held-out case and each small target (one prompt at a time): single-stage coarse (3d_lowres on the whole
 image), single-stage fine (3d_fullres on the whole image) and two-stage (3d_lowres, then 3d_fullres on the ROI with
-stage 1 as spatial prompt). Reports Dice against the ground truth and wall time (read image -> label map in the image
-geometry), medians over cases. Prints a table, ``RESULT key=value …``, writes ``benchmarks/results/two_stage.json``.
+stage 1 as spatial prompt). Reports Dice and NSD@2 mm against the ground truth (means over cases) and wall time
+(read image -> label map in the image geometry, medians over cases). Prints a table, ``RESULT key=value …``, writes ``benchmarks/results/two_stage.json``.
 """
 from __future__ import annotations
 
@@ -24,13 +24,14 @@ import torch
 from bench_utils import machine, report
 from nnunetv2_medals.inference.predictor import load_model
 from nnunetv2_medals.inference.two_stage import predict_two_stage, read_image
-from nnunetv2_medals.metrics import dice
+from nnunetv2_medals.metrics import dice, normalized_surface_dice
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 
 WORK = Path(__file__).resolve().parents[1] / "work_dirs" / "two_stage"
 RESULTS = WORK / "nnUNet_results" / "Dataset502_MedalSPhantom"
 RAW = WORK / "nnUNet_raw" / "Dataset502_MedalSPhantom"
 TARGETS = {"liver tumour": 4, "lymph node": 6}
+TRAINER = "MedalSTrainer_CPUDemo_100epochs"
 
 
 def main() -> None:
@@ -38,9 +39,10 @@ def main() -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--roi_scale", type=float, default=1.25)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--trainer", default=TRAINER, help="trainer of both models (default: %(default)s)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "two_stage.json"))
     args = parser.parse_args()
-    folders = {c: RESULTS / f"MedalSTrainer_CPUDemo__MedalSPlansCPU__{c}" for c in ("3d_lowres", "3d_fullres")}
+    folders = {c: RESULTS / f"{args.trainer}__MedalSPlansCPU__{c}" for c in ("3d_lowres", "3d_fullres")}
     if not all((f / "fold_0" / "checkpoint_final.pth").is_file() for f in folders.values()):
         raise SystemExit("models not found: run `bash benchmarks/two_stage_setup.sh` first")
     device = torch.device(args.device)
@@ -53,6 +55,7 @@ def main() -> None:
 
     modes = ("coarse", "fine", "two-stage")
     scores = {(t, m): [] for t in targets for m in modes}
+    nsd = {(t, m): [] for t in targets for m in modes}
     seconds = {(t, m): [] for t in targets for m in modes}
     rois = []
     for case in cases:
@@ -71,23 +74,29 @@ def main() -> None:
                     result = (coarse if mode == "coarse" else fine).predict_array(image, props["spacing"], prompts)
                 seconds[(text, mode)].append(time.perf_counter() - start)
                 scores[(text, mode)].append(dice(result.label_map == 1, gt == value))
+                nsd[(text, mode)].append(normalized_surface_dice(result.label_map == 1, gt == value, props["spacing"]))
     med = {k: statistics.median(v) for k, v in seconds.items()}
     mean = {k: float(np.mean(v)) for k, v in scores.items()}
+    mean_nsd = {k: float(np.mean(v)) for k, v in nsd.items()}
     print(f"two-stage vs single-stage on {len(cases)} held-out phantom cases (2.0 x 1.5 x 1.5 mm; coarse model "
           f"{[round(s, 2) for s in coarse.configuration_manager.spacing]} mm, fine "
           f"{[round(s, 2) for s in fine.configuration_manager.spacing]} mm) on {machine()}, {datetime.date.today()}")
-    print(f"{'target':<14} {'mode':<10} {'Dice (mean)':>12} {'seconds (median)':>17}")
+    print(f"{'target':<14} {'mode':<10} {'Dice (mean)':>12} {'NSD@2mm (mean)':>15} {'seconds (median)':>17}")
     for t in targets:
         for m in modes:
-            print(f"{t:<14} {m:<10} {mean[(t, m)]:>12.3f} {med[(t, m)]:>17.2f}")
+            print(f"{t:<14} {m:<10} {mean[(t, m)]:>12.3f} {mean_nsd[(t, m)]:>15.3f} {med[(t, m)]:>17.2f}")
     print(f"ROI = {statistics.median(rois):.1%} of the image (median)")
     result = {"device": args.device, "machine": machine(), "date": str(datetime.date.today()), "cases": len(cases),
-              "roi_fraction": round(statistics.median(rois), 3)}
+              "roi_fraction": round(statistics.median(rois), 3), "trainer": args.trainer,
+              "coarse_spacing": [round(s, 2) for s in coarse.configuration_manager.spacing],
+              "fine_spacing": [round(s, 2) for s in fine.configuration_manager.spacing]}
     for t in targets:
         key = t.replace(" ", "_")
         for m in modes:
             result[f"{key}_{m.replace('-', '')}_dice"] = round(mean[(t, m)], 3)
+            result[f"{key}_{m.replace('-', '')}_nsd"] = round(mean_nsd[(t, m)], 3)
             result[f"{key}_{m.replace('-', '')}_s"] = round(med[(t, m)], 2)
+            result[f"{key}_{m.replace('-', '')}_dice_per_case"] = [round(d, 3) for d in scores[(t, m)]]
         result[f"{key}_twostage_vs_fine_time"] = round(med[(t, "fine")] / med[(t, "two-stage")], 2)
     report(result, args.out)
 

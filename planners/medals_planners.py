@@ -35,6 +35,10 @@ class MedalSPlanner(nnUNetPlannerResEncM):
     max_patch_edge: int | None = None
     #: None keeps nnU-Net's batch size
     fixed_batch_size: int | None = None
+    #: 3d_lowres is planned coarse enough that its patch holds the whole median image (nnU-Net: a quarter of it).
+    #: It is the coarse model of two-stage inference (paper §2.6), which sees the whole image at once, as the
+    #: reference's 224x224x128 patch at 1.5x1.5x3 mm does for most scans.
+    lowres_patch_coverage = 1.0
 
     def __init__(self, dataset_name_or_id: Union[str, int], gpu_memory_target_in_gb: float = 8,
                  preprocessor_name: str = "DefaultPreprocessor", plans_name: str = "MedalSPlans",
@@ -42,6 +46,7 @@ class MedalSPlanner(nnUNetPlannerResEncM):
                  suppress_transpose: bool = False):
         super().__init__(dataset_name_or_id, gpu_memory_target_in_gb, preprocessor_name, plans_name,
                          overwrite_target_spacing, suppress_transpose)
+        self.lowres_creation_threshold = self.lowres_patch_coverage
         encoder_dir = resolve_encoder_dir(self.text_encoder, field="--text_encoder")
         encoder_id, dim = encoder_identity(encoder_dir)
         self.text_encoder_record = {"id": encoder_id, "dim": dim,
@@ -64,12 +69,15 @@ class MedalSPlanner(nnUNetPlannerResEncM):
 
     def get_plans_for_configuration(self, spacing, median_shape, data_identifier: str,
                                     approximate_n_voxels_dataset: float, _cache: dict) -> dict:
+        true_median_shape = median_shape
         if self.max_patch_edge is not None:
             # nnU-Net clips its initial patch to the median shape; clipping that shape caps the patch (the
             # divisibility padding of a <= 48 edge with >= 4-voxel bottleneck maps never exceeds 48)
             median_shape = np.minimum(np.asarray(median_shape), self.max_patch_edge)
         plan = super().get_plans_for_configuration(spacing, median_shape, data_identifier,
                                                    approximate_n_voxels_dataset, _cache)
+        # the plans record the real median image size, not the clipped one
+        plan["median_image_size_in_voxels"] = [float(s) for s in true_median_shape]
         if self.max_patch_edge is not None and max(plan["patch_size"]) > self.max_patch_edge:
             raise RuntimeError(f"planned patch {plan['patch_size']} exceeds {self.max_patch_edge}")
         if self.fixed_batch_size is not None:

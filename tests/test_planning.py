@@ -1,6 +1,7 @@
 """Planning + preprocessing through nnUNetv2_plan_and_preprocess_medals."""
 import json
 
+import numpy as np
 import pytest
 
 from conftest import nnunet_env, run
@@ -35,6 +36,22 @@ def test_real_size_preset_plans_reference_query_decoder(tmp_path):
         (768, 8, 6, 2048)
     assert kwargs["n_blocks_per_stage"][:3] == [1, 3, 4]  # ResEnc-M encoder
     assert plans["configurations"]["3d_fullres"]["data_identifier"] == "MedalSPlans_3d_fullres"
+
+
+def test_coarse_configuration_sees_the_whole_image_in_one_patch(tmp_path):
+    """3d_lowres is the coarse stage of two-stage prediction: one patch holds the whole median image."""
+    env = nnunet_env(tmp_path)
+    write_phantom_dataset(tmp_path / "raw" / "Dataset904_MedalSPhantom", num_cases=2, num_test=0,
+                          spacing=(2.0, 1.5, 1.5))
+    run(["nnUNetv2_plan_and_preprocess_medals", "-d", "904", "-pl", "MedalSPlannerCPU", "--no_pp", "-npfp", "1"], env)
+    plans = json.loads((tmp_path / "preprocessed" / "Dataset904_MedalSPhantom" / "MedalSPlansCPU.json").read_text())
+    configs = plans["configurations"]
+    assert set(configs) == {"3d_fullres", "3d_lowres"}  # no cascade: stage 2 gets stage 1 as spatial prompts
+    fine, coarse = configs["3d_fullres"], configs["3d_lowres"]
+    assert "next_stage" not in coarse
+    assert np.prod(coarse["patch_size"]) >= np.prod(coarse["median_image_size_in_voxels"])
+    assert np.prod(fine["patch_size"]) < np.prod(fine["median_image_size_in_voxels"]) / 8
+    assert all(c >= 3 * f for c, f in zip(coarse["spacing"], fine["spacing"]))
 
 
 @pytest.mark.parametrize("case", ["missing_prompts", "unknown_region_label", "missing_encoder"])
