@@ -2,7 +2,8 @@
 # Data and models for benchmarks/two_stage.py: a phantom at 2.0 x 1.5 x 1.5 mm (the lymph nodes and the liver tumour
 # are the small targets), planned by MedalSPlannerCPU into 3d_fullres (fine) and 3d_lowres (coarse: the whole median
 # image in one patch, 7.3 x 5.5 x 5.5 mm), both trained for 2500 iterations with the CPU demo settings
-# (MedalSTrainer_CPUDemo_100epochs: about 40 + 24 minutes on 2 cores, validation included). Everything goes to work_dirs/two_stage.
+# (MedalSTrainer_CPUDemo_100epochs: about 40 + 24 minutes on 2 cores, validation included).
+# Everything goes to work_dirs/two_stage.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/env.sh
