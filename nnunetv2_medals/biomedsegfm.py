@@ -114,8 +114,8 @@ def convert_biomedsegfm(npz_root: str | Path, prompts_json: str | Path, dataset_
     npz_root, prompts_json = Path(npz_root), Path(prompts_json)
     if not npz_root.is_dir():
         raise MedalSInputError(npz_root, "-i", "is not a folder")
-    canonicaliser = Canonicaliser.from_file(prompts_json)
-    prompt_map = read_json(prompts_json, "prompt file")  # the canonicaliser validated it
+    prompt_map = read_json(prompts_json, "prompt file")
+    canonicaliser = Canonicaliser(prompt_map, prompts_json)  # validates the map
     if datasets:
         unknown = [d for d in datasets if d not in prompt_map]
         if unknown:

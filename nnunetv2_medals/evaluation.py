@@ -23,7 +23,7 @@ from typing import Iterable
 import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.io_utils import atomic_write_bytes, atomic_write_json
+from nnunetv2_medals.io_utils import atomic_write_bytes, atomic_write_json, read_json
 from nnunetv2_medals.metrics import connected_instances, dice, instance_f1, normalized_surface_dice
 
 METRICS = ("DSC", "NSD", "F1", "DSC_TP")
@@ -131,7 +131,6 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, prompts: str | P
     """Score every ground-truth case of ``ref_dir`` against ``pred_dir``; writes summary.json, metrics.csv and
     per_class.png into ``out_dir`` (atomically) and returns the summary."""
     from nnunetv2_medals.datasets import canonical_modality
-    from nnunetv2_medals.io_utils import read_json
     from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
 
     ref_dir, pred_dir, out_dir = Path(ref_dir), Path(pred_dir), Path(out_dir)

