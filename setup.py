@@ -50,6 +50,8 @@ setup(
         "nnunetv2_medals",
         "nnunetv2_medals.network",
         "nnunetv2_medals.inference",
+        "nnunetv2_medals.datasets",
+        "nnunetv2_medals.training",
         "nnunetv2_medals.trainers",
         "nnunetv2_medals.planners",
         "nnunetv2_medals.text_prompts",
@@ -86,8 +88,9 @@ setup(
     entry_points={
         "console_scripts": [
             "nnunetv2_medals=nnunetv2_medals.cli:main",
-            "nnUNetv2_plan_and_preprocess_medals=nnunetv2_medals.planning:plan_and_preprocess_entry",
-            "nnUNetv2_predict_medals=nnunetv2_medals.inference.cli:predict_entry",
+            "nnUNetv2_plan_and_preprocess_medals="
+            "nnunetv2_medals.planners.plan_and_preprocess:plan_and_preprocess_entry",
+            "nnUNetv2_predict_medals=nnunetv2_medals.inference.predict_command:predict_entry",
         ]
     },
 )

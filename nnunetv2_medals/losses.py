@@ -1,6 +1,8 @@
-"""Per-query BCE + soft Dice (paper §2.8), averaged over valid (non-padded) queries."""
+"""Per-query BCE + soft Dice (paper §2.8), averaged over valid (non-padded) queries, and nnU-Net's deep-supervision
+weights for it."""
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -29,3 +31,10 @@ class PromptBCEDiceLoss(nn.Module):
             return per_query.mean()
         valid = valid.to(per_query.dtype)
         return (per_query * valid).sum() / valid.sum().clamp_min(1)
+
+
+def nnunet_deep_supervision_weights(n_outputs: int, ddp: bool) -> np.ndarray:
+    """nnU-Net's deep-supervision weights: 1/2^i, the lowest output off (1e-6 under DDP so it stays in the graph)."""
+    weights = np.array([1 / (2 ** i) for i in range(n_outputs)])
+    weights[-1] = 1e-6 if ddp else 0
+    return weights / weights.sum()

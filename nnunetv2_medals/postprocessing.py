@@ -1,11 +1,13 @@
 """From per-prompt probabilities to label maps: pure functions on arrays (no nnU-Net, no files).
 
 * :func:`probabilities_to_label_map` — argmax over prompts where the best probability reaches 0.5;
-* :func:`keep_confident_components` — Algorithm 3 (paper §2.9), per semantic class;
-* :func:`number_instances` — instance prompts: connected components, small ones dropped, numbered 1..K.
+* :func:`keep_confident_components` — Algorithm 3 (paper §2.9), per single-part semantic class;
+* :func:`number_instances` — instance prompts: connected components, small ones dropped, numbered 1..K;
+* :func:`is_multi_part` — which prompts Algorithm 3 must leave whole (regions, pairs, plurals, lesions).
 """
 from __future__ import annotations
 
+import re
 from typing import Sequence
 
 import cc3d
@@ -23,13 +25,16 @@ def probabilities_to_label_map(probabilities: np.ndarray, labels: Sequence[int],
     return np.where(probabilities.max(0) >= threshold, lookup[best], 0).astype(np.uint16)
 
 
-def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, top_k: int = 3, tau: float = 0.1,
-                              min_confidence: float = 0.86) -> np.ndarray:
-    """Algorithm 3: keep the confident connected components of one class's mask.
+def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, tau: float = 0.1,
+                              min_confidence: float = 0.86, size_ratio: float = 0.6) -> np.ndarray:
+    """Algorithm 3 (paper §2.9, lines 4-23) on one class: which 6-connected components of ``mask`` to keep.
 
-    Components are 6-connected; only the ``top_k`` largest are candidates. Each candidate's confidence is its mean
-    probability. Candidates above ``min_confidence`` that are within ``tau`` of the best confidence are kept; when
-    no candidate is that confident, the most confident one alone is kept (a class prompted is expected present).
+    As the listing has it: T = the three largest components, p_i = mean probability of each, p_max = the best.
+    K = those of T with p_max - p_i <= ``tau`` and p_i > ``min_confidence``. If |K| >= 2, keep K. Otherwise keep the
+    most confident component of T if it is one of the two largest and its size / the largest's > ``size_ratio``,
+    else keep the largest. Where the §2.9 prose differs we follow the listing: "retained" there reads as |K| >= 1 and
+    "at least 0.6" as >= 0.6; the listing's |K| >= 2 and > 0.6 are what stop one small confident blob from replacing
+    a large organ. "T[2]" (line 16) is read as the two largest, as the prose says. Size ties keep component order.
 
     ``mask`` (*S) bool, ``probabilities`` (*S) float -> (*S) bool.
     """
@@ -41,14 +46,14 @@ def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, top_k
     components, n = cc3d.connected_components(mask[box].astype(np.uint8), connectivity=6, return_N=True)
     if n <= 1:
         return mask.copy()
-    ids = np.arange(1, n + 1)
     sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
-    candidates = ids[np.argsort(-sizes, kind="stable")[:top_k]]
-    confidence = ndimage.mean(probabilities[box].astype(np.float32), components, candidates)
-    best = confidence.max()
-    keep = candidates[(confidence > min_confidence) & (confidence >= best - tau)]
-    if keep.size == 0:
-        keep = candidates[[int(np.argmax(confidence))]]
+    top = np.argsort(-sizes, kind="stable")[:3] + 1                     # T, largest first (component ids)
+    p = ndimage.mean(probabilities[box].astype(np.float32), components, top)
+    keep = top[(p.max() - p <= tau) & (p > min_confidence)]             # K
+    if keep.size < 2:
+        best = int(np.argmax(p))                                        # c_max, as an index into T
+        largest = sizes[top[0] - 1]
+        keep = top[[best]] if best < 2 and sizes[top[best] - 1] / largest > size_ratio else top[:1]
     out = np.zeros_like(mask)
     out[box] = np.isin(components, keep)
     return out
@@ -74,19 +79,57 @@ def number_instances(mask: np.ndarray, min_voxels: int = 10) -> np.ndarray:
 
 
 def postprocess_label_map(label_map: np.ndarray, probabilities: np.ndarray, labels: Sequence[int],
-                          instance: Sequence[bool], min_instance_voxels: int = 10) -> tuple[np.ndarray, dict]:
-    """Apply Algorithm 3 to every semantic prompt and the small-component rule to instance prompts.
+                          instance: Sequence[bool], min_instance_voxels: int = 10,
+                          multi_part: Sequence[bool] | None = None) -> tuple[np.ndarray, dict]:
+    """Apply Algorithm 3 to every single-part semantic prompt and the small-component rule to instance prompts.
 
+    ``multi_part[n]`` (see :func:`is_multi_part`) exempts prompt n from Algorithm 3: a structure made of several
+    parts ("both kidneys", a region, multi-focal lesions) keeps all of them. Default: no prompt is exempt.
     Returns the cleaned label map and ``{label: instance map}`` for instance prompts (numbered components).
     """
+    if multi_part is None:
+        multi_part = [False] * len(labels)
+    if not len(labels) == len(instance) == len(multi_part):
+        raise ValueError(f"{len(labels)} labels, {len(instance)} instance flags, {len(multi_part)} multi-part flags")
     out = label_map.copy()
     instances = {}
-    for n, (label, is_instance) in enumerate(zip(labels, instance)):
+    for n, (label, is_instance, several) in enumerate(zip(labels, instance, multi_part)):
         mask = label_map == label
         if is_instance:
             numbered = number_instances(mask, min_instance_voxels)
             out[mask & (numbered == 0)] = 0
             instances[label] = numbered
-        elif mask.any():
+        elif not several and mask.any():
             out[mask & ~keep_confident_components(mask, probabilities[n])] = 0
     return out, instances
+
+
+# Words that make a class several structures. Plurals and lesion words: multi-focal by nature.
+_MULTI_PART_WORDS = frozenset("""both bilateral lungs kidneys adrenals ovaries testes breasts eyes eyeballs ribs
+    vertebrae discs bones teeth lips arytenoids vessels veins arteries muscles nodes lymph lesion lesions tumor tumors
+    tumour tumours nodule nodules metastasis metastases cyst cysts mass masses polyp polyps stone stones calculi foci
+    hyperintensities abnormalities abnormality primaries plaques cells nuclei mitochondria clefts
+    cancer carcinoma gtvn""".split())
+# Paired organs: without "left"/"right" the class means both sides.
+_PAIRED = ("lung", "kidney", "adrenal gland", "ovary", "testis", "breast", "eye", "eyeball", "optic nerve",
+           "cochlea", "parotid", "submandibular gland", "lacrimal gland", "femur", "femoral head", "hip", "humerus",
+           "clavicle", "scapula", "carotid artery", "hippocampus", "amygdala", "iliac", "gluteus", "iliopsoas",
+           "autochthon")
+
+
+def is_multi_part(text: str, is_region: bool = False, instance: bool = False) -> bool:
+    """Whether a prompt's structure may consist of several parts, so Algorithm 3 must not keep only some of them.
+
+    True for a region target (a union of labels), an instance prompt, a class whose name (``text``: best the
+    canonical class name) holds a plural or lesion word or "both"/"bilateral", and a paired organ named without a side
+    ("kidney", "lungs"; "left kidney" is one part).
+    """
+    if is_region or instance:
+        return True
+    words = re.findall(r"[a-z]+", text.lower())
+    if _MULTI_PART_WORDS.intersection(words):
+        return True
+    if "left" in words or "right" in words:
+        return False
+    joined = " " + " ".join(words) + " "
+    return any(f" {organ} " in joined for organ in _PAIRED)

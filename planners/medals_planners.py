@@ -12,15 +12,15 @@ from pathlib import Path
 from typing import List, Tuple, Union
 
 import numpy as np
+from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
 from nnunetv2.paths import nnUNet_preprocessed
+from nnunetv2.preprocessing.resampling.resample_torch import resample_torch_fornnunet
 from nnunetv2.experiment_planning.experiment_planners.residual_unets.residual_encoder_unet_planners import \
     nnUNetPlannerResEncM
 
-from nnunetv2_medals.datasets import ANNOTATED_LABELS_FILE
+from nnunetv2_medals.geometry import canonical_reader_name
+from nnunetv2_medals.paths import ANNOTATED_LABELS_FILE, NETWORK_CLASS_NAME, PLANS_KEY
 from nnunetv2_medals.text_prompts.encoder import DEFAULT_ENCODER, encoder_identity, resolve_encoder_dir
-
-NETWORK_CLASS_NAME = "nnunetv2_medals.network.medals_network.MedalSNetwork"
-PLANS_KEY = "medals"
 
 
 class MedalSPlanner(nnUNetPlannerResEncM):
@@ -53,13 +53,19 @@ class MedalSPlanner(nnUNetPlannerResEncM):
                                     "path": DEFAULT_ENCODER if self.text_encoder in (None, DEFAULT_ENCODER)
                                     else str(encoder_dir)}
 
+    def determine_reader_writer(self):
+        """nnU-Net's reader for the dataset, replaced by the canonical-orientation one wherever SimpleITK reads the
+        files (see :mod:`nnunetv2_medals.geometry`): the plans name it, so preprocessing, training and stock
+        ``nnUNetv2_predict`` all see every image in one orientation, whatever its voxel order."""
+        default = super().determine_reader_writer()
+        name = canonical_reader_name(default.__name__)
+        return default if name == default.__name__ else recursive_find_reader_writer_by_name(name)
+
     def determine_segmentation_softmax_export_fn(self, *args, **kwargs):
         """Resample exported probabilities with torch (nnU-Net's own ``resample_torch_fornnunet``, as its
         ``_torchres`` planners do): prediction exports one probability map per prompt, and the default
         scikit-image path costs ~4.4 s per map for a 512x512x300 CT on 2 cores against ~0.26 s, with the same values
         (max difference 2e-6). Preprocessing keeps nnU-Net's default resampling."""
-        from nnunetv2.preprocessing.resampling.resample_torch import resample_torch_fornnunet
-
         return resample_torch_fornnunet, {"is_seg": False, "force_separate_z": None,
                                           "memefficient_seg_resampling": False}
 

@@ -1,35 +1,14 @@
 """Shared fixtures: isolated nnU-Net folders, a preprocessed phantom dataset, the default text encoder."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
+import json
+from importlib import resources
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-BIN = Path(sys.executable).parent
-PHANTOM_ID = 901
-
-
-def nnunet_env(root: Path, **extra) -> dict:
-    """Environment for nnU-Net subprocesses rooted at ``root`` (nnunetv2.paths reads it at import time)."""
-    env = dict(os.environ)
-    env.update(nnUNet_raw=str(root / "raw"), nnUNet_preprocessed=str(root / "preprocessed"),
-               nnUNet_results=str(root / "results"), nnUNet_def_n_proc="1",
-               nnUNet_medals_cache=str(root / "cache"), HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def run(cmd: list[str], env: dict, check: bool = True, timeout: float = 900) -> subprocess.CompletedProcess:
-    """Run a console script of this environment; on failure show its output."""
-    exe = [str(BIN / cmd[0]), *cmd[1:]] if (BIN / cmd[0]).exists() else cmd
-    proc = subprocess.run(exe, env=env, capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
-    return proc
+from nnunetv2_medals.text_prompts.embedding_cache import EmbeddingCache
+from nnunetv2_medals.text_prompts.encoder import TextEncoder
+from tests.helpers import PHANTOM_ID, model_dir, nnunet_env, run, train_env
 
 
 @pytest.fixture(scope="session")
@@ -48,35 +27,14 @@ def preprocessed_phantom(tmp_path_factory):
 @pytest.fixture(scope="session")
 def text_encoder(tmp_path_factory):
     """The default encoder with a session-private cache (the model loads once per session)."""
-    from nnunetv2_medals.text_prompts.embedding_cache import EmbeddingCache
-    from nnunetv2_medals.text_prompts.encoder import TextEncoder
-
     return TextEncoder(cache=EmbeddingCache(tmp_path_factory.mktemp("embedding_cache")))
 
 
 @pytest.fixture(scope="session")
 def shared_prompts():
     """The challenge's per-dataset prompt file (the package ships a copy of ../shared/data's file)."""
-    import json
-    from importlib import resources
-
     return json.loads(resources.files("nnunetv2_medals.text_prompts").joinpath(
         "biomedsegfm_text_prompts.json").read_text())
-
-
-def train_env(preprocessed, extra_dir=None, **extra) -> dict:
-    """Environment for stock nnUNetv2_train/-predict with our trainers (plus ``extra_dir``) findable."""
-    from nnunetv2_medals.cli import trainer_dir
-
-    dirs = [str(trainer_dir())] + ([str(extra_dir)] if extra_dir else [])
-    env = dict(preprocessed["env"], nnUNet_extTrainer=os.pathsep.join(dirs), nnUNet_n_proc_DA="0")
-    env.update({k: str(v) for k, v in extra.items()})
-    return env
-
-
-def model_dir(preprocessed, trainer: str) -> Path:
-    return (preprocessed["root"] / "results" / f"Dataset{PHANTOM_ID}_MedalSPhantom" /
-            f"{trainer}__MedalSPlansCPU__3d_fullres")
 
 
 @pytest.fixture(scope="session")

@@ -11,13 +11,11 @@ import torch.multiprocessing as mp
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
-from nnunetv2_medals.losses import PromptBCEDiceLoss
-from nnunetv2_medals.training import nnunet_deep_supervision_weights
+from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
+from tests.helpers import tiny_network
 
 
 def _worker(rank: int, world: int, rdv: str, results: str) -> None:
-    from network.test_medals_network import tiny_network
-
     dist.init_process_group("gloo", init_method=f"file://{rdv}", rank=rank, world_size=world)
     net = DDP(tiny_network(deep_supervision=True, seed=0))
     loss_fn = DeepSupervisionWrapper(PromptBCEDiceLoss(), nnunet_deep_supervision_weights(2, ddp=True))

@@ -3,7 +3,7 @@ import subprocess
 import sys
 import textwrap
 
-from conftest import REPO, nnunet_env, run
+from tests.helpers import REPO, nnunet_env, run
 
 
 def _python(code: str, cwd) -> subprocess.CompletedProcess:

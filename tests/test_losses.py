@@ -2,8 +2,7 @@
 import numpy as np
 import torch
 
-from nnunetv2_medals.losses import PromptBCEDiceLoss
-from nnunetv2_medals.training import nnunet_deep_supervision_weights
+from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
 
 
 def test_perfect_prediction_scores_near_zero_and_wrong_scores_high():

@@ -1,10 +1,11 @@
-"""Challenge metrics against values computed by hand, and the evaluate command on files."""
-import json
+"""Challenge metrics against values computed by hand (the evaluate command: test_evaluation.py)."""
+import math
 
 import numpy as np
 import pytest
 
-from nnunetv2_medals.metrics import dice, instance_f1, normalized_surface_dice, surface_voxels
+from nnunetv2_medals.metrics import (challenge_instance_case, challenge_semantic_case, dice, instance_f1,
+                                     normalized_surface_dice, surface_voxels)
 
 
 def box(shape, *slices):
@@ -95,86 +96,63 @@ def test_instance_f1_components_are_6_connected():
 def test_instance_f1_empty_cases():
     pred, gt = instance_scene()
     none = instance_f1(np.zeros_like(pred), gt)
-    assert none.f1 == 0.0 and none.fn == 5 and none.dsc_tp is None
+    assert none.f1 == 0.0 and none.fn == 5 and none.dsc_tp == 0.0
     assert instance_f1(pred, np.zeros_like(gt)).f1 == 0.0
     assert instance_f1(np.zeros_like(pred), np.zeros_like(gt)).f1 == 1.0
 
 
-def _write(array, spacing_zyx, path):
-    import SimpleITK as sitk
-
-    image = sitk.GetImageFromArray(array)
-    image.SetSpacing(tuple(float(s) for s in spacing_zyx[::-1]))
-    sitk.WriteImage(image, str(path))
-
-
-def test_evaluate_command_writes_summary_csv_and_plot(tmp_path, capsys):
-    from nnunetv2_medals.cli import main
-
-    ref, pred_dir, out = tmp_path / "ref", tmp_path / "pred", tmp_path / "eval"
-    ref.mkdir(), pred_dir.mkdir()
-    slab_pred, slab_gt = slabs()
-    # case a: label 1 = the slabs at (3, 1, 1) mm; label 2 (instances) absent from the ground truth
-    gt_a = slab_gt.astype(np.uint8)
-    pred_a = slab_pred.astype(np.uint8)
-    pred_a[9, 0, 0] = 2
-    _write(gt_a, (3.0, 1.0, 1.0), ref / "a.nii.gz")
-    _write(pred_a, (3.0, 1.0, 1.0), pred_dir / "a.nii.gz")
-    # case b: label 2 = the instance scene, label 1 missed completely
-    inst_pred, inst_gt = instance_scene()
-    gt_b = np.where(inst_gt > 0, 2, 0).astype(np.uint8)
-    gt_b[23, 23, 23] = 1
-    _write(gt_b, (1.0, 1.0, 1.0), ref / "b.nii.gz")
-    _write((inst_pred * 2).astype(np.uint8), (1.0, 1.0, 1.0), pred_dir / "b.nii.gz")
-    # instance ids of the ground truth (touching instances cannot be recovered by connected components)
-    (tmp_path / "inst").mkdir()
-    _write(inst_gt.astype(np.uint16), (1.0, 1.0, 1.0), tmp_path / "inst" / "b.nii.gz")
-    _write(np.zeros_like(inst_gt, np.uint16)[:10, :6, :6], (3.0, 1.0, 1.0), tmp_path / "inst" / "a.nii.gz")
-    prompts = tmp_path / "prompts.json"
-    prompts.write_text(json.dumps({"modality": "CT", "prompts": [
-        {"text": "liver", "label": 1}, {"text": "lymph nodes", "label": 2, "instance": True}]}))
-    main(["evaluate", "-ref", str(ref), "-pred", str(pred_dir), "-prompts", str(prompts), "-o", str(out),
-          "-ref_instances", str(tmp_path / "inst")])
-    summary = json.loads((out / "summary.json").read_text())
-    nsd_a = (132 - 36 + 112) / (132 + 112)
-    liver, nodes = summary["per_class"]["liver"], summary["per_class"]["lymph nodes"]
-    assert liver["DSC"] == pytest.approx((2 * 144 / (180 + 144) + 0.0) / 2)
-    assert liver["NSD"] == pytest.approx((nsd_a + 0.0) / 2)
-    assert liver["F1"] is None and liver["DSC_TP"] is None
-    assert nodes["F1"] == pytest.approx(0.4) and nodes["DSC_TP"] == pytest.approx((1 + 192 / 224) / 2)
-    assert summary["per_case"]["a"]["lymph nodes"]["DSC"] is None  # absent in the ground truth: not scored
-    assert summary["mean"]["F1"] == pytest.approx(0.4)
-    assert summary["mean"]["DSC"] == pytest.approx((liver["DSC"] + nodes["DSC"]) / 2)
-    assert set(summary["per_modality"]) == {"CT"}
-    rows = (out / "metrics.csv").read_text().splitlines()
-    assert rows[0] == "case,target,modality,DSC,NSD,F1,DSC_TP" and len(rows) == 5
-    assert (out / "per_class.png").read_bytes()[:4] == b"\x89PNG"
-    assert "lymph nodes" in capsys.readouterr().out
-
-    # without instance ids the touching ground-truth instances become one component
-    main(["evaluate", "-ref", str(ref), "-pred", str(pred_dir), "-prompts", str(prompts), "-o", str(out)])
-    summary = json.loads((out / "summary.json").read_text())
-    # 3 components in the ground truth, all matched; the split-off piece and the lone box are FPs
-    assert summary["per_class"]["lymph nodes"]["F1"] == pytest.approx(2 * 3 / (2 * 3 + 2 + 0))
+def line_scene():
+    """Ten voxels in a row. Ground truth A = x 0..6 (id 1), B = x 7..9 (id 2); prediction P2 = x 0, P1 = x 2..9
+    (a gap at x 1). IoU(A, P1) = 5/10 = 0.5, IoU(A, P2) = 1/7, IoU(B, P1) = 3/8, IoU(B, P2) = 0."""
+    gt = np.zeros((1, 1, 10), np.uint8)
+    gt[..., 0:7], gt[..., 7:10] = 1, 2
+    pred = np.zeros((1, 1, 10), bool)
+    pred[..., 0], pred[..., 2:10] = True, True
+    return pred, gt
 
 
-def test_evaluate_challenge_npz_and_a_missing_prediction(tmp_path):
-    from nnunetv2_medals.errors import MedalSInputError
-    from nnunetv2_medals.evaluation import evaluate_folders
+def test_instance_matching_counts_true_positives_before_iou():
+    # max-sum IoU pairs A-P2 + B-P1 (1/7 + 3/8 = 0.518 > 0.5 + 0): no pair reaches 0.5, TP 0. The challenge's cost
+    # -[IoU >= 0.5] - IoU/(2n), n = min(2, 2) = 2: A-P1 + B-P2 costs -1.125, A-P2 + B-P1 -0.130 -> TP 1 (A-P1)
+    pred, gt = line_scene()
+    scores = instance_f1(pred, gt)
+    assert (scores.tp, scores.fp, scores.fn) == (1, 1, 1)
+    assert scores.f1 == pytest.approx(0.5)
+    assert scores.dsc_tp == pytest.approx(2 * 5 / (7 + 8))
+    assert challenge_instance_case(gt, pred.astype(np.uint8)) == pytest.approx(0.5)
 
-    ref, pred = tmp_path / "ref", tmp_path / "pred"
-    ref.mkdir(), pred.mkdir()
-    inst_pred, inst_gt = instance_scene()
-    np.savez(ref / "c1.npz", imgs=np.zeros(inst_gt.shape, np.uint8), gts=inst_gt, spacing=np.array([1.0, 1, 1]))
-    np.savez(pred / "c1.npz", segs=inst_pred.astype(np.uint8))
-    prompts = tmp_path / "challenge.json"
-    prompts.write_text(json.dumps({"1": ["Lesion in whole-body PET", "Lesion"], "instance_label": 1}))
-    summary = evaluate_folders(ref, pred, prompts, tmp_path / "out")
-    assert summary["per_class"]["Lesion in whole-body PET"]["F1"] == pytest.approx(0.4)   # gts of instance datasets hold ids
-    assert set(summary["per_modality"]) == {"PET"}                      # read from the prompt text
-    np.savez(ref / "c2.npz", imgs=np.zeros((2, 2, 2), np.uint8), gts=np.ones((2, 2, 2), np.uint8),
-             spacing=np.array([1.0, 1, 1]))
-    before = (tmp_path / "out" / "summary.json").read_bytes()
-    with pytest.raises(MedalSInputError, match=r"c2\.npz.*no prediction"):
-        evaluate_folders(ref, pred, prompts, tmp_path / "out")
-    assert (tmp_path / "out" / "summary.json").read_bytes() == before
+
+def test_dsc_tp_is_zero_without_a_true_positive():
+    gt = np.zeros((1, 1, 10), np.uint8)
+    gt[..., 0:4] = 1                                   # 4 voxels
+    pred = np.zeros_like(gt, bool)
+    pred[..., 3:8] = True                              # IoU 1/8 < 0.5: one FP, one FN
+    scores = instance_f1(pred, gt)
+    assert (scores.tp, scores.f1, scores.dsc_tp) == (0, 0.0, 0.0)
+
+
+def test_challenge_semantic_case_averages_every_prompted_class():
+    pred_1, gt_1 = slabs()                             # class 1: the slabs at (3, 1, 1) mm
+    gt = gt_1.astype(np.uint8)
+    pred = pred_1.astype(np.uint8)
+    gt[8:10, 0:2, 0:2] = 2                             # class 2: missed -> 0
+    pred[8:10, 4:6, 4:6] = 3                           # class 3: absent from the ground truth, predicted -> 0
+    nsd_1 = (132 - 36 + 112) / (132 + 112)             # class 4: absent from both -> NaN, skipped
+    dsc, nsd = challenge_semantic_case(gt, pred, [1, 2, 3, 4], (3.0, 1.0, 1.0))
+    assert dsc == pytest.approx((2 * 144 / (180 + 144) + 0 + 0) / 3)
+    assert nsd == pytest.approx((nsd_1 + 0 + 0) / 3)
+    assert all(math.isnan(v) for v in challenge_semantic_case(gt, pred, [4], (3.0, 1.0, 1.0)))
+
+
+def test_challenge_instance_case_rules():
+    pred, gt = instance_scene()
+    assert challenge_instance_case(gt, pred.astype(np.uint8)) == pytest.approx(0.4)   # binary: split with cc3d
+    empty = np.zeros_like(gt)
+    assert challenge_instance_case(empty, empty) == 0.0                               # the script: 0, not 1
+    assert challenge_instance_case(gt, empty) == 0.0 and challenge_instance_case(empty, pred) == 0.0
+    # the script casts both maps to uint8: ground-truth ids 1 and 257 become one instance of 128 voxels, which
+    # each predicted 64-voxel cube overlaps with IoU 0.5 -> TP 1, FP 1, FN 0 -> F1 2/3 (ours: 1)
+    gt = np.zeros((4, 4, 12), np.uint16)
+    gt[..., 0:4], gt[..., 8:12] = 1, 257
+    assert challenge_instance_case(gt, (gt > 0).astype(np.uint8)) == pytest.approx(2 / 3)
+    assert instance_f1(gt > 0, gt).f1 == 1.0

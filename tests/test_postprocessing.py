@@ -2,9 +2,9 @@
 import numpy as np
 import torch
 
-from nnunetv2_medals.postprocessing import (keep_confident_components, number_instances, postprocess_label_map,
-                                            probabilities_to_label_map)
-from nnunetv2_medals.prompts import complementary_block_masks, self_refine
+from nnunetv2_medals.postprocessing import (is_multi_part, keep_confident_components, number_instances,
+                                            postprocess_label_map, probabilities_to_label_map)
+from nnunetv2_medals.inference.self_refinement import complementary_block_masks, self_refine
 
 
 def test_label_map_is_argmax_where_the_best_reaches_half():
@@ -36,12 +36,80 @@ def test_algorithm3_keeps_confident_large_components_and_drops_the_rest():
     assert np.array_equal(keep_confident_components(mask, probs), big)
 
 
-def test_algorithm3_keeps_the_most_confident_component_when_none_is_confident():
+def test_algorithm3_keeps_the_largest_when_the_confident_one_is_too_small():
+    # the paper's size rule: 64 voxels at 0.6, 27 at 0.8 -> no component > 0.86 (K empty); the most confident (27)
+    # is among the two largest but 27/64 = 0.42 is not > 0.6, so the largest stays
     shape = (12, 12, 12)
     a, b = _blob(shape, (0, 0, 0), 4), _blob(shape, (7, 7, 7), 3)
     probs = np.zeros(shape)
     probs[a], probs[b] = 0.6, 0.8
-    assert np.array_equal(keep_confident_components(a | b, probs), b)
+    assert np.array_equal(keep_confident_components(a | b, probs), a)
+
+
+def test_algorithm3_never_trades_a_large_organ_for_a_small_confident_blob():
+    # 1000 voxels at 0.80 and 8 at 0.95: K = {blob} (|K| = 1 < 2), 8/1000 < 0.6 -> the organ is kept
+    shape = (16, 16, 16)
+    organ, blob = _blob(shape, (0, 0, 0), 10), _blob(shape, (13, 13, 13), 2)
+    probs = np.zeros(shape)
+    probs[organ], probs[blob] = 0.80, 0.95
+    assert np.array_equal(keep_confident_components(organ | blob, probs), organ)
+
+
+def test_algorithm3_size_rule_takes_the_confident_one_only_among_the_two_largest():
+    shape = (20, 20, 20)
+    first = _blob(shape, (0, 0, 0), 4)                                   # 64 voxels
+    second = np.zeros(shape, bool)
+    second[10:14, 10:14, 10:13] = True                                   # 48 voxels: 48/64 = 0.75 > 0.6
+    probs = np.zeros(shape)
+    probs[first], probs[second] = 0.80, 0.95
+    assert np.array_equal(keep_confident_components(first | second, probs), second)
+    # three components 80, 60, 56 voxels; the third is the most confident and 56/80 = 0.7 > 0.6, but it is not
+    # among the two largest -> the largest stays
+    first, second, third = (np.zeros(shape, bool) for _ in range(3))
+    first[0:4, 0:4, 0:5] = True
+    second[10:14, 10:15, 10:13] = True
+    third[0:4, 10:12, 10:17] = True
+    probs = np.zeros(shape)
+    probs[first], probs[second], probs[third] = 0.80, 0.80, 0.95
+    assert np.array_equal(keep_confident_components(first | second | third, probs), first)
+
+
+def test_algorithm3_ratio_must_exceed_0_6():
+    shape = (4, 20, 20)
+    big = np.zeros(shape, bool)
+    big[0, 0:10, 0:10] = True                                            # 100 voxels at 0.80
+    small = np.zeros(shape, bool)
+    small[2, 0:6, 0:10] = True                                           # 60 voxels at 0.95: ratio exactly 0.6
+    probs = np.zeros(shape)
+    probs[big], probs[small] = 0.80, 0.95
+    assert np.array_equal(keep_confident_components(big | small, probs), big)     # listing: "> 0.6"
+    small[2, 6, 0] = True                                                # 61 voxels: 0.61 > 0.6
+    probs[small] = 0.95
+    assert np.array_equal(keep_confident_components(big | small, probs), small)
+
+
+def test_multi_part_prompts_skip_algorithm3():
+    shape = (12, 12, 12)
+    right, left = _blob(shape, (0, 0, 0), 4), _blob(shape, (7, 7, 7), 3)
+    label_map = np.zeros(shape, np.uint16)
+    label_map[right | left] = 2
+    probs = np.zeros((1, *shape))
+    probs[0][right], probs[0][left] = 0.9, 0.7
+    single, _ = postprocess_label_map(label_map, probs, [2], [False])
+    assert np.array_equal(single == 2, right)                           # one part: Algorithm 3 drops the other
+    both, _ = postprocess_label_map(label_map, probs, [2], [False], 10, [True])
+    assert np.array_equal(both == 2, right | left)                      # "both kidneys" keeps both
+
+
+def test_is_multi_part_from_what_the_model_knows():
+    assert is_multi_part("liver", is_region=True)                       # a region target
+    assert is_multi_part("liver", instance=True)
+    for text in ("both kidneys", "bilateral hippocampus", "Lungs", "kidney", "Lung", "lymph nodes", "liver tumour",
+                 "Lesion", "vertebrae", "adrenal gland"):
+        assert is_multi_part(text), text
+    for text in ("liver", "left kidney", "Right lung", "pancreas", "spleen", "esophagus", "uterus",
+                 "left caudate nucleus", "aorta", "brainstem"):
+        assert not is_multi_part(text), text
 
 
 def test_six_connectivity_splits_diagonal_neighbours():

@@ -23,11 +23,11 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Mapping
+from typing import Mapping
 
-from nnunetv2_medals.datasets import MODALITIES
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import read_json
+from nnunetv2_medals.paths import MODALITIES
 
 PACKAGED_PROMPTS = "biomedsegfm_text_prompts.json"
 LESION_TOKEN = "tumor"
@@ -47,6 +47,10 @@ _ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen",
                      "myocardial": "myocardium", "uterine": "uterus", "cervical": "cervix",
                      # abbreviations the challenge phrasings use
                      "ivc": "inferior vena cava", "svc": "superior vena cava", "ivd": "intervertebral disc"}
+# other words for a side: Latin (anatomical nomenclature) and radiology-report abbreviations
+_SIDE_SYNONYMS = {"dexter": "right", "dextra": "right", "dextrum": "right", "dextral": "right", "rt": "right",
+                  "r": "right", "sinister": "left", "sinistra": "left", "sinistrum": "left", "sinistral": "left",
+                  "lt": "left", "l": "left"}
 _IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
               "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus"}
 _NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")
@@ -70,13 +74,15 @@ def _singular(word: str) -> str:
 
 
 def normalise(text: str) -> str:
-    """Lower-case, drop punctuation and possessives, singularise, map organ adjectives and lesion words."""
+    """Lower-case, drop punctuation and possessives, singularise, map organ adjectives, side synonyms
+    ("dexter" -> right, "lt" -> left) and lesion words."""
     text = text.lower().replace("'s", " ").replace("’s", " ")
     words = re.sub(r"[^a-z0-9]+", " ", text).split()
     out = []
     for w in words:
         w = _singular(w)
         w = _ORGAN_ADJECTIVES.get(w, w)
+        w = _SIDE_SYNONYMS.get(w, w)
         out.append(LESION_TOKEN if w in _LESION_WORDS else w)
     return " ".join(out)
 
@@ -309,7 +315,3 @@ def default_canonicaliser() -> Canonicaliser:
 def canonicalise(sentence: str, modality: str | None = None) -> CanonicalClass | None:
     """sentence -> (modality, class id, canonical name) with the packaged maps; see :class:`Canonicaliser`."""
     return default_canonicaliser().canonicalise(sentence, modality)
-
-
-def canonical_names(sentences: Iterable[str], modality: str | None = None) -> list[str | None]:
-    return [None if (c := canonicalise(s, modality)) is None else c.name for s in sentences]

@@ -21,9 +21,11 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Mapping
 
-from nnunetv2_medals.datasets import canonical_modality
+import jsonschema
+
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import read_json
+from nnunetv2_medals.paths import canonical_modality
 
 
 @dataclass(frozen=True)
@@ -65,8 +67,6 @@ def _json_path(parts) -> str:
 
 
 def _validate(obj: Any, schema_def: str, source: Path) -> None:
-    import jsonschema
-
     schema = prompt_schema()
     sub = {"$schema": schema["$schema"], "$defs": schema["$defs"], "$ref": f"#/$defs/{schema_def}"}
     validator = jsonschema.Draft202012Validator(sub)

@@ -14,19 +14,21 @@ from typing import List, Tuple, Union
 
 import numpy as np
 import torch
+from batchgenerators.utilities.file_and_folder_operations import load_pickle
 from nnunetv2.training.loss.deep_supervision import DeepSupervisionWrapper
 from nnunetv2.training.nnUNetTrainer.nnUNetTrainer import nnUNetTrainer
 from nnunetv2.utilities.helpers import dummy_context
 from torch import autocast
 from torch._dynamo import OptimizedModule
 
-from nnunetv2_medals.datasets import ANNOTATED_LABELS_FILE, parse_text_prompted_dataset
-from nnunetv2_medals.losses import PromptBCEDiceLoss
-from nnunetv2_medals.planners.medals_planners import PLANS_KEY
-from nnunetv2_medals.prompts import TargetLookup, simulate_spatial_prompts
-from nnunetv2_medals.training import (CosineLRScheduler, TrainingVocabulary, case_annotation_mask,
-                                      nnunet_deep_supervision_weights, sample_query_batch, target_extents_mm,
-                                      zoom_to_smallest_target)
+from nnunetv2_medals.datasets.text_prompted import parse_text_prompted_dataset
+from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
+from nnunetv2_medals.paths import ANNOTATED_LABELS_FILE, PLANS_KEY
+from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
+from nnunetv2_medals.training.dynamic_zoom import target_extents_mm, zoom_to_smallest_target
+from nnunetv2_medals.training.lr_schedule import CosineLRScheduler
+from nnunetv2_medals.training.prompt_sampling import TargetLookup, case_annotation_mask, sample_query_batch
+from nnunetv2_medals.training.spatial_prompts import simulate_spatial_prompts
 
 
 class MedalSTrainer(nnUNetTrainer):
@@ -70,20 +72,22 @@ class MedalSTrainer(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
-        self.vocabulary = TrainingVocabulary.build(self.text_dataset, self.plans_manager.plans[PLANS_KEY]["text_encoder"],
-                                                   f"{self.plans_manager.plans_name}.json")
-        self.phrasing_embeddings = torch.from_numpy(self.vocabulary.embeddings).to(self.device)
+        self.vocabulary = ModelVocabulary.embed_targets(
+            self.text_dataset.targets, self.text_dataset.modality, self.plans_manager.plans[PLANS_KEY]["text_encoder"],
+            f"{self.plans_manager.plans_name}.json")
+        identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
+        self.vocabulary.target_extent_mm = target_extents_mm(
+            self.dataset_class(self.preprocessed_dataset_folder, identifiers), identifiers, self.text_dataset.targets,
+            self.configuration_manager.spacing)
+        self.phrasing_embeddings = torch.from_numpy(self.vocabulary.phrasing_embeddings).to(self.device)
         net = self._plain_network()
         net.set_class_embeddings(torch.from_numpy(self.vocabulary.class_embeddings).to(self.device))
         net.set_text_normalization(self.phrasing_embeddings)
         net.vocabulary = self.vocabulary.to_state()
-        identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
-        net.vocabulary["target_extent_mm"] = target_extents_mm(
-            self.dataset_class(self.preprocessed_dataset_folder, identifiers), identifiers, self.text_dataset.targets,
-            self.configuration_manager.spacing)
-        self.target_extents = [net.vocabulary["target_extent_mm"].get(t.name) for t in self.text_dataset.targets]
+        self.target_extents = [self.vocabulary.target_extent_mm.get(t.name) for t in self.text_dataset.targets]
         self.print_to_log_file(f"text prompts: {len(self.vocabulary.phrasings)} phrasings of "
-                               f"{len(self.text_dataset.targets)} targets, encoder {self.vocabulary.encoder['id']}")
+                               f"{len(self.text_dataset.targets)} targets, "
+                               f"encoder {self.vocabulary.text_encoder['id']}")
 
     def configure_optimizers(self):
         optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
@@ -123,8 +127,6 @@ class MedalSTrainer(nnUNetTrainer):
     @functools.lru_cache(maxsize=None)
     def _original_spacing(self, key: str) -> tuple:
         """A training case's original spacing in network axis order (from nnU-Net's preprocessing record)."""
-        from batchgenerators.utilities.file_and_folder_operations import load_pickle
-
         spacing = load_pickle(str(Path(self.preprocessed_dataset_folder) / f"{key}.pkl"))["spacing"]
         return tuple(float(spacing[i]) for i in self.plans_manager.transpose_forward)
 

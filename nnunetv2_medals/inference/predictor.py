@@ -1,67 +1,42 @@
-"""Prompted prediction with a trained MedalS model, on top of nnU-Net's predictor.
+"""Prompted prediction with a trained MedalS model, on top of nnU-Net's predictor: the model session.
 
-nnU-Net's own machinery is reused for everything it already does: reading images, preprocessing (transpose, crop,
-resample, normalise), the Gaussian sliding window, the fold ensemble, resampling back and writing. What changes
-per case is the prompt set: its text embeddings, its optional mask prompts (appended to the image as extra
-channels so nnU-Net's sliding window cuts them into the same tiles) and the number of output channels. All N
-prompts of a tile go through one backbone forward (``sequential=True`` runs one prompt per forward instead, for
-comparison).
+nnU-Net's own machinery is reused for everything it already does: preprocessing (transpose, crop, resample,
+normalise), the Gaussian sliding window, the fold ensemble, resampling back. What changes per case is the prompt
+set: its text embeddings, its optional mask prompts (appended to the image as extra channels so nnU-Net's sliding
+window cuts them into the same tiles) and the number of output channels. All N prompts of a tile go through one
+backbone forward (``sequential=True`` runs one prompt per forward instead, for comparison). Export to the image
+geometry and writing live in :mod:`.export`, reading files in :mod:`.case_files`, the folder loop in :mod:`.folders`.
 
 Python API (one session object, a few verbs)::
 
-    session = MedalSPredictor(device=torch.device("cpu"))
-    session.initialize_from_trained_model_folder(model_dir, use_folds=(0,))
+    session = load_model(model_dir, folds=(0,), device=torch.device("cpu"))
     session.set_image(["case_0000.nii.gz"])
     session.add_text_prompt("left kidney", label=1)
     session.add_text_prompt("spleen", label=2, mask="spleen_hint.nii.gz")   # hybrid: a mask prompt
     result = session.predict()      # PromptedPrediction: label map, instances, probabilities, summary
+    session.write(result, "out/case")
 """
 from __future__ import annotations
 
 import copy
 import os
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
-from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.io_utils import atomic_write_json
-from nnunetv2_medals.postprocessing import postprocess_label_map
-from nnunetv2_medals.prompts import self_refine
+from nnunetv2_medals.inference.case_files import read_case
+from nnunetv2_medals.inference.export import (EXPORT_VOXEL_BUDGET, PromptedPrediction, export_prediction,
+                                              prompt_label_manager, write_prediction)
+from nnunetv2_medals.inference.self_refinement import self_refine
+from nnunetv2_medals.paths import trainer_dir
 from nnunetv2_medals.resampling import dynamic_spacing
-from nnunetv2_medals.text_prompts.encoder import TextEncoder
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
-
-
-@dataclass
-class PromptedPrediction:
-    """One case's result, in the input image's geometry.
-
-    ``label_map`` (*S) holds the prompts' label values; ``instances[label]`` numbers the components of instance
-    prompts; ``probabilities`` (N, *S) follow ``prompts``; ``summary`` is what the per-case JSON holds.
-    """
-
-    label_map: np.ndarray
-    instances: dict
-    probabilities: np.ndarray
-    prompts: tuple
-    properties: dict
-    summary: dict = field(default_factory=dict)
-
-
-def prompt_label_manager(labels: Sequence[int]) -> LabelManager:
-    """nnU-Net label handling for one prompt set: one sigmoid channel per prompt (region mode)."""
-    label_dict = {"background": 0}
-    for i, label in enumerate(labels):
-        label_dict[f"prompt_{i}"] = [int(label), int(label)]  # two entries: nnU-Net's switch to region mode
-    return LabelManager(label_dict, [int(v) for v in labels])
+from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 
 
 class MedalSPredictor(nnUNetPredictor):
@@ -73,6 +48,11 @@ class MedalSPredictor(nnUNetPredictor):
     must be the same model), ``dynamic_alpha`` (dynamic resampling, paper §2.5: each case is resampled for its
     smallest prompted structure so that it fills this fraction of the patch; ``None`` = the plans' spacing).
     """
+
+    #: voxels per float32 copy the export may hold at once (see :func:`.export.to_image_geometry`)
+    export_voxel_budget = EXPORT_VOXEL_BUDGET
+    #: mask prompts are appended as extra input channels
+    accepts_mask_prompts = True
 
     def __init__(self, tile_step_size: float = 0.5, use_gaussian: bool = True, perform_everything_on_device: bool = True,
                  device: torch.device = torch.device("cuda"), verbose: bool = False, allow_tqdm: bool = False,
@@ -86,23 +66,18 @@ class MedalSPredictor(nnUNetPredictor):
         self.max_prompts_per_forward = max_prompts_per_forward
         self.encoder_override = encoder
         self.rng = np.random.default_rng(seed)
-        self._encoder: TextEncoder | None = None
+        #: what the checkpoint knows about words (read from the first fold's weights)
+        self.vocabulary: ModelVocabulary | None = None
         self._text: torch.Tensor | None = None
         self._n_image_channels = 0
         self._image: tuple | None = None
         self._prompts: list[Prompt] = []
 
     # ----------------------------------------------------------------- model
-    @property
-    def vocabulary(self) -> dict:
-        return self.list_of_parameters[0].get("_extra_state") or {}
-
     def initialize_from_trained_model_folder(self, model_training_output_dir: str, use_folds=None,
                                              checkpoint_name: str = "checkpoint_final.pth"):
         # nnU-Net finds the trainer class (for build_network_architecture) through nnUNet_extTrainer; the Python
         # API should not depend on the user having exported it
-        from nnunetv2_medals.cli import trainer_dir
-
         ours = str(trainer_dir())
         paths = [p for p in os.environ.get("nnUNet_extTrainer", "").split(os.pathsep) if p]
         if ours not in paths:
@@ -110,50 +85,24 @@ class MedalSPredictor(nnUNetPredictor):
         super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
         self.model_folder, self.checkpoint_name = str(model_training_output_dir), checkpoint_name
         self.use_folds = use_folds
-        if not self.vocabulary.get("targets"):
+        state = self.list_of_parameters[0].get("_extra_state") or {}
+        if not state.get("targets"):
             raise MedalSInputError(model_training_output_dir, checkpoint_name,
                                    "holds no MedalS vocabulary; was it trained with MedalSTrainer?")
+        self.vocabulary = ModelVocabulary.from_state(state)
         self.allowed_mirroring_axes = None  # mirroring swaps left and right
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, L) embeddings: trained phrasings from the checkpoint, new ones with the model's recorded encoder."""
-        vocab = self.vocabulary
-        known = {p: i for i, p in enumerate(vocab["phrasings"])}
-        out = np.zeros((len(texts), vocab["phrasing_embeddings"].shape[1]), np.float32)
-        missing = [t for t in texts if t not in known]
-        if missing:
-            if self._encoder is None:
-                record = vocab["text_encoder"]
-                self._encoder = TextEncoder(self.encoder_override or record.get("path"), device="cpu")
-                if self._encoder.id != record["id"]:
-                    raise MedalSInputError(self._encoder.encoder_dir, "--encoder",
-                                           f"is text encoder {self._encoder.id!r} but the model was trained with "
-                                           f"{record['id']!r}; give that encoder's folder")
-            new = dict(zip(missing, self._encoder.encode(missing)))
-        for i, t in enumerate(texts):
-            out[i] = vocab["phrasing_embeddings"][known[t]] if t in known else new[t]
-        return torch.from_numpy(out)
+        return torch.from_numpy(self.vocabulary.embed(texts, self.encoder_override))
 
-    def prompt_extents(self, texts: Sequence[str], min_similarity: float = 0.6) -> list[np.ndarray | None]:
-        """Typical extent (mm, per axis) of the trained structure each prompt means: the target of the nearest
-        trained phrasing (cosine of the text embeddings), ``None`` when nothing is near enough or the model has no
-        recorded extents."""
-        vocab = self.vocabulary
-        extents = vocab.get("target_extent_mm") or {}
-        if not extents:
+    def prompt_extents(self, texts: Sequence[str]) -> list[np.ndarray | None]:
+        """Typical extent (mm, per axis) of the trained structure each prompt means (the nearest trained target),
+        ``None`` when nothing is near enough or the model has no recorded extents."""
+        if not self.vocabulary.target_extent_mm:
             return [None] * len(texts)
-        target_of = {p: t["name"] for t in vocab["targets"] for p in t["phrasings"]}
-        names = [target_of[p] for p in vocab["phrasings"]]
-        known = vocab["phrasing_embeddings"] / np.linalg.norm(vocab["phrasing_embeddings"], axis=1, keepdims=True)
-        query = self.embed(texts).numpy()
-        query = query / np.linalg.norm(query, axis=1, keepdims=True).clip(1e-12)
-        cos = query @ known.T
-        out = []
-        for row in cos:
-            best = int(np.argmax(row))
-            name = names[best]
-            out.append(np.asarray(extents[name], float) if row[best] >= min_similarity and name in extents else None)
-        return out
+        return [self.vocabulary.target_extent(name)
+                for name in self.vocabulary.nearest_target(texts, self.encoder_override)]
 
     def case_spacing(self, image_spacing: Sequence[float], prompts: Sequence[Prompt]) -> list[float]:
         """The spacing a case is resampled to: the plans' unless dynamic resampling is on (paper §2.5, driven by the
@@ -239,87 +188,11 @@ class MedalSPredictor(nnUNetPredictor):
         if mask_prompts is None and self.refinement_rounds > 0:
             probs = self_refine(lambda sp: self._probabilities(data, sp), probs, self.refinement_rounds, rng=self.rng)
         with self.network_spacing(properties.get("network_spacing")):
-            probabilities, label_map = self._to_image_geometry(probs, properties, labels)
-        label_map, instances = postprocess_label_map(label_map, probabilities, labels, [p.instance for p in prompts])
-        spacing = properties["spacing"]
-        voxel_ml = float(np.prod(spacing)) / 1000.0
-        summary = {"prompts": [
-            {"text": p.text, "label": p.label, "instance": p.instance, "mask": str(p.mask) if p.mask else None,
-             "voxels": int((label_map == p.label).sum()), "volume_ml": round(float((label_map == p.label).sum())
-                                                                              * voxel_ml, 3),
-             **({"instances": int(instances[p.label].max())} if p.instance else {})} for p in prompts],
-            "spacing": [float(s) for s in spacing],
-            **({"network_spacing": properties["network_spacing"]} if properties.get("network_spacing") else {})}
-        return PromptedPrediction(label_map, instances, probabilities, tuple(prompts), properties, summary)
+            return export_prediction(probs, properties, prompts, self.plans_manager, self.configuration_manager,
+                                     self.export_voxel_budget)
 
-    # voxels per float32 copy that the export may hold at once (nnU-Net's export keeps ~3 copies of what it is given)
-    export_voxel_budget = 2 ** 26
-
-    def _to_image_geometry(self, probs: torch.Tensor, properties: dict, labels: Sequence[int]):
-        """Network-grid probabilities (N, *grid) -> image-geometry probabilities (N, *S) float16 and the label map.
-
-        nnU-Net's export (resampling with the plans' function, un-cropping, un-transposing) runs on a few prompts at
-        a time: given all N at once it holds about three float32 copies of N image-sized volumes (24 prompts of a
-        512x512x300 CT: ~22 GB). The label map (argmax where >= 0.5, as :func:`probabilities_to_label_map`) is
-        updated chunk by chunk in float32; the stored probabilities are float16 (Algorithm 3 and
-        ``--save_probabilities`` need no more).
-        """
-        n = probs.shape[0]
-        logits = torch.logit(probs.clamp(1e-6, 1 - 1e-6))
-        image_voxels = int(np.prod(properties["shape_before_cropping"]))
-        chunk = max(1, min(n, self.export_voxel_budget // max(image_voxels, 1)))
-        out = best = best_index = None
-        for start in range(0, n, chunk):
-            part = slice(start, min(start + chunk, n))
-            _, p = convert_predicted_logits_to_segmentation_with_correct_shape(
-                logits[part], self.plans_manager, self.configuration_manager, prompt_label_manager(labels[part]),
-                properties, return_probabilities=True, num_threads_torch=torch.get_num_threads())
-            p = torch.from_numpy(p) if isinstance(p, np.ndarray) else p  # a transposed view: torch keeps strides
-            if out is None:
-                out = torch.empty((n, *p.shape[1:]), dtype=torch.float16)
-                best = torch.full(p.shape[1:], -1.0)
-                best_index = torch.zeros(p.shape[1:], dtype=torch.int64 if n > 255 else torch.uint8)
-            for j in range(p.shape[0]):
-                # four passes over the image per prompt (store, compare, index, running max); on ties the earlier
-                # prompt wins, as a global argmax would
-                channel = p[j]
-                out[start + j] = channel
-                better = channel > best
-                best_index.masked_fill_(better, start + j)
-                torch.maximum(best, channel, out=best)
-            del p
-        lookup = torch.as_tensor(np.asarray(labels, dtype=np.int64))
-        label_map = torch.where(best >= 0.5, lookup[best_index.long()], 0).numpy().astype(np.uint16)
-        return out.numpy(), label_map
-
-    def preprocess_case(self, image_files: Sequence[str], prompts: Sequence[Prompt]):
-        """Read and preprocess one case and its mask prompts (all in the image's native geometry)."""
-        rw = self.plans_manager.image_reader_writer_class()
-        for f in image_files:
-            if not Path(f).is_file():
-                raise MedalSInputError(f, "image", "file not found")
-        image, props = rw.read_images(list(image_files))
-        if image.size == 0 or not np.isfinite(image).all():
-            raise MedalSInputError(image_files[0], "image", "is empty or contains NaN/infinite values")
-        masks = []
-        for i, p in enumerate(prompts):
-            if p.mask is None:
-                masks.append(None)
-                continue
-            mask, mask_props = rw.read_seg(str(p.mask))
-            if mask.shape[1:] != image.shape[1:]:
-                raise MedalSInputError(p.mask, f"prompts[{i}].mask", f"shape {mask.shape[1:]} does not match "
-                                                                    f"the image's {image.shape[1:]}")
-            if not np.allclose(mask_props["spacing"], props["spacing"], rtol=1e-3):
-                raise MedalSInputError(p.mask, f"prompts[{i}].mask", f"spacing {mask_props['spacing']} does "
-                                                                    f"not match the image's {props['spacing']}")
-            masks.append(mask[0] > 0)
-        data, properties, mask_prompts = self._preprocess(image, props, prompts, masks)
-        properties["source"] = str(image_files[0])
-        return data, properties, mask_prompts
-
-    def _preprocess(self, image: np.ndarray, props: dict, prompts: Sequence[Prompt],
-                    masks: Sequence[np.ndarray | None] | None = None):
+    def preprocess(self, image: np.ndarray, props: dict, prompts: Sequence[Prompt],
+                   masks: Sequence[np.ndarray | None] | None = None):
         """nnU-Net's preprocessing of one image (C, *S) and its native-geometry mask prompts (one per prompt or
         None), at the case's spacing (:meth:`case_spacing`)."""
         spacing = self.case_spacing(props["spacing"], prompts)
@@ -343,6 +216,14 @@ class MedalSPredictor(nnUNetPredictor):
             properties["network_spacing"] = spacing
         return data, properties, mask_prompts
 
+    def predict_image(self, image: np.ndarray, properties: dict, prompts: Sequence[Prompt],
+                      masks: Sequence[np.ndarray | None] | None = None, source: str = "array") -> PromptedPrediction:
+        """Predict an image (C, *S) with its reader ``properties`` (at least ``spacing``, array order) and optional
+        native-geometry mask prompts (one per prompt, or None)."""
+        data, properties, mask_prompts = self.preprocess(image, properties, prompts, masks)
+        properties["source"] = source
+        return self.predict_preprocessed(data, properties, prompts, mask_prompts)
+
     def predict_array(self, image: np.ndarray, spacing: Sequence[float], prompts: Sequence[Prompt],
                       source: str = "array", masks: Sequence[np.ndarray | None] | None = None) -> PromptedPrediction:
         """Predict an in-memory image: (*S) or (C, *S), ``spacing`` in the array's axis order (mm); ``masks``
@@ -355,10 +236,14 @@ class MedalSPredictor(nnUNetPredictor):
             raise MedalSInputError(source, "spacing", f"needs three positive values, got {list(spacing)}")
         if masks is not None and len(masks) != len(prompts):
             raise MedalSInputError(source, "masks", f"{len(masks)} mask prompts for {len(prompts)} prompts")
-        data, properties, mask_prompts = self._preprocess(image, {"spacing": [float(s) for s in spacing]}, prompts,
-                                                          masks)
-        properties["source"] = source
-        return self.predict_preprocessed(data, properties, prompts, mask_prompts)
+        return self.predict_image(image, {"spacing": [float(s) for s in spacing]}, prompts, masks, source)
+
+    def preprocess_case(self, image_files: Sequence[str], prompts: Sequence[Prompt]):
+        """Read (:func:`.case_files.read_case`) and preprocess one case and its mask prompts."""
+        image, props, masks = read_case(self, image_files, prompts)
+        data, properties, mask_prompts = self.preprocess(image, props, prompts, masks)
+        properties["source"] = str(image_files[0])
+        return data, properties, mask_prompts
 
     # ----------------------------------------------------------------- session verbs
     def set_image(self, image_files: Sequence[str]) -> None:
@@ -376,36 +261,9 @@ class MedalSPredictor(nnUNetPredictor):
 
     def write(self, result: PromptedPrediction, output_file_truncated: str, save_probabilities: bool = False,
               overlay: bool = False) -> None:
-        """Write the label map (nnU-Net's writer), instance maps, the summary JSON, optionally the probabilities
-        and a PNG overlay (three orthogonal slices through each found structure).
-
-        Every file goes through a temporary name and a rename, so a crash leaves no half-written output.
-        """
-        rw = self.plans_manager.image_reader_writer_class()
-        ending = self.dataset_json["file_ending"]
-        out = Path(output_file_truncated)
-        out.parent.mkdir(parents=True, exist_ok=True)
-
-        def write_seg(array, target: Path):
-            tmp = target.with_name(f".tmp_{os.getpid()}_{target.name}")
-            rw.write_seg(array, str(tmp), result.properties)
-            os.replace(tmp, target)
-
-        write_seg(result.label_map, out.with_name(out.name + ending))
-        for label, numbered in result.instances.items():
-            write_seg(numbered, out.with_name(f"{out.name}_instances_label{label}{ending}"))
-        if save_probabilities:
-            tmp = out.with_name(f".tmp_{out.name}_probabilities.npz")
-            np.savez_compressed(tmp, probabilities=result.probabilities.astype(np.float16),
-                                labels=np.array([p.label for p in result.prompts]))
-            os.replace(tmp, out.with_name(out.name + "_probabilities.npz"))
-        if overlay:
-            from nnunetv2_medals.overlay import write_overlay_png
-
-            image, props = rw.read_images([result.properties["source"]])
-            write_overlay_png(image[0], result.label_map, {p.label: p.text for p in result.prompts},
-                              out.with_name(out.name + "_overlay.png"), props["spacing"])
-        atomic_write_json(out.with_name(out.name + ".json"), result.summary)
+        """Write a result with this model's reader/writer and file ending (:func:`.export.write_prediction`)."""
+        write_prediction(result, output_file_truncated, self.plans_manager.image_reader_writer_class(),
+                         self.dataset_json["file_ending"], save_probabilities, overlay)
 
 
 def load_model(model_dir: str, folds=None, checkpoint: str = "checkpoint_final.pth", **kwargs) -> MedalSPredictor:
@@ -413,59 +271,3 @@ def load_model(model_dir: str, folds=None, checkpoint: str = "checkpoint_final.p
     predictor = MedalSPredictor(**kwargs)
     predictor.initialize_from_trained_model_folder(model_dir, folds, checkpoint)
     return predictor
-
-
-def coarse_model_folder(fine_model_folder: str, coarse_configuration: str) -> str:
-    """The folder of another configuration of the same dataset, trainer and plans (``…/T__P__3d_lowres``)."""
-    folder = Path(fine_model_folder)
-    trainer, plans, _ = folder.name.split("__")
-    coarse = folder.with_name(f"{trainer}__{plans}__{coarse_configuration}")
-    if not coarse.is_dir():
-        raise MedalSInputError(coarse, "--two_stage", f"no trained {coarse_configuration!r} model next to "
-                                                      f"{folder.name}; train it with nnUNetv2_train D "
-                                                      f"{coarse_configuration} F -tr {trainer} -p {plans}")
-    return str(coarse)
-
-
-def predict_prompted_files(predictor: MedalSPredictor, prompt_file, source_folder: str, output_folder: str,
-                           save_probabilities: bool = False, overwrite: bool = True, num_parts: int = 1,
-                           part_id: int = 0, overlay: bool = False, coarse: MedalSPredictor | None = None,
-                           roi_scale: float = 1.25) -> list[str]:
-    """Predict every case of ``source_folder`` (nnU-Net's ``CASE_XXXX.ext`` naming) with its prompts.
-
-    Cases are split over ``num_parts`` machines as nnU-Net does (``part_id::num_parts``). With a ``coarse``
-    predictor every case runs two-stage (paper §2.6, ``predictor`` is the fine stage). Returns the written
-    label-map paths.
-    """
-    from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
-
-    ending = predictor.dataset_json["file_ending"]
-    every_case = {os.path.basename(files[0])[:-(len(ending) + 5)]
-                  for files in create_lists_from_splitted_dataset_folder(source_folder, ending)}
-    unknown = sorted(set(prompt_file.cases) - every_case)
-    if unknown:
-        raise MedalSInputError(prompt_file.source, f"cases.{unknown[0]}",
-                               f"no such case in {source_folder} (cases there: {', '.join(sorted(every_case))})")
-    if coarse is not None and any(p.mask is not None for ps in [prompt_file.prompts, *prompt_file.cases.values()]
-                                  for p in ps):
-        raise MedalSInputError(prompt_file.source, "mask", "two-stage prediction makes its own spatial prompts from "
-                                                           "stage 1; drop --two_stage or the mask prompts")
-    lists, outputs, _ = predictor._manage_input_and_output_lists(source_folder, output_folder, None, overwrite,
-                                                                 part_id, num_parts, save_probabilities)
-    written = []
-    for files, out in zip(lists, outputs):
-        case = os.path.basename(out)
-        prompts = prompt_file.prompts_for(case)
-        if coarse is not None:
-            from nnunetv2_medals.inference.two_stage import predict_two_stage, read_image
-
-            image, props = read_image(predictor, files)
-            result = predict_two_stage(coarse, predictor, image, props, prompts, roi_scale, source=str(files[0]))
-        else:
-            data, properties, masks = predictor.preprocess_case(files, prompts)
-            result = predictor.predict_preprocessed(data, properties, prompts, masks)
-        predictor.write(result, out, save_probabilities, overlay)
-        found = ", ".join(f"{p['text']}={p['volume_ml']} mL" for p in result.summary["prompts"])
-        print(f"{case}: {found}")
-        written.append(out + ending)
-    return written

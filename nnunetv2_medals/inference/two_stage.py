@@ -2,10 +2,12 @@
 
 Stage 1: the coarse model (nnU-Net's ``3d_lowres`` configuration of the same dataset, trainer and plans: large field
 of view, low resolution) predicts every prompt on the whole image. Stage 2: the fine model (``3d_fullres``) predicts
-on the ROI around stage 1's foreground (:func:`roi_from_mask`: union box x ``roi_scale``, at least 1.5 fine
-patches, see :func:`predict_two_stage`), with each prompt's stage-1 mask as its spatial prompt (hybrid mode); where stage 1 found nothing, stage 2
-runs on the whole image without prompts. Oversized ROIs are resampled coarser first (:func:`memory_guard`). Both
-models stay loaded across cases; the result is in the input image's geometry, like a single-stage prediction.
+on the ROI around stage 1's foreground (:func:`~nnunetv2_medals.inference.roi.stage_two_roi`: union box x
+``roi_scale``, at least 1.5 fine patches, see :func:`predict_two_stage`), with each prompt's stage-1 mask as its
+spatial prompt (hybrid mode); where stage 1 found nothing, stage 2 runs on the whole image without prompts. Oversized
+ROIs are resampled coarser first (:func:`~nnunetv2_medals.resampling.memory_guard`). Both models stay loaded across
+cases; the result is in the input image's geometry, like a single-stage prediction. :class:`TwoStagePredictor`
+answers the same ``predict_image`` call as one ``MedalSPredictor``, so the folder loop does not branch.
 """
 from __future__ import annotations
 
@@ -14,9 +16,33 @@ from typing import Sequence
 
 import numpy as np
 
-from nnunetv2_medals.inference.predictor import MedalSPredictor, PromptedPrediction
-from nnunetv2_medals.resampling import memory_guard, roi_from_mask
+from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.inference.export import PromptedPrediction, paste_into_image
+from nnunetv2_medals.inference.predictor import MedalSPredictor
+from nnunetv2_medals.inference.roi import guarded_spacing, stage_two_roi
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
+
+
+class TwoStagePredictor:
+    """A coarse and a fine :class:`MedalSPredictor` behind one ``predict_image`` (see the module docstring).
+
+    Reads and writes files like the fine model (``dataset_json``, ``plans_manager``); it makes its own spatial
+    prompts, so it takes none.
+    """
+
+    accepts_mask_prompts = False
+
+    def __init__(self, coarse: MedalSPredictor, fine: MedalSPredictor, roi_scale: float = 1.25):
+        self.coarse, self.fine, self.roi_scale = coarse, fine, roi_scale
+        self.dataset_json = fine.dataset_json
+        self.plans_manager = fine.plans_manager
+
+    def predict_image(self, image: np.ndarray, properties: dict, prompts: Sequence[Prompt],
+                      masks: Sequence[np.ndarray | None] | None = None, source: str = "array") -> PromptedPrediction:
+        """Two-stage prediction of an image (C, *S) with its reader ``properties`` (:func:`predict_two_stage`)."""
+        if masks is not None and any(m is not None for m in masks):
+            raise MedalSInputError(source, "mask", "two-stage prediction makes its own spatial prompts from stage 1")
+        return predict_two_stage(self.coarse, self.fine, image, properties, prompts, self.roi_scale, source=source)
 
 
 def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.ndarray, properties: dict,
@@ -41,11 +67,7 @@ def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.
 
     cm = fine.configuration_manager
     transpose = fine.plans_manager.transpose_forward
-    # the minimum ROI in the image's voxels (the patch is in network axis order)
-    minimum = [0.0] * len(spacing)
-    for net_axis, img_axis in enumerate(transpose):
-        minimum[img_axis] = min_patches * cm.patch_size[net_axis] * cm.spacing[net_axis] / spacing[img_axis]
-    roi = roi_from_mask(first.label_map > 0, roi_scale, minimum)
+    roi = stage_two_roi(first.label_map, spacing, cm.patch_size, cm.spacing, transpose, roi_scale, min_patches)
     info = {"roi": None, "fallback": roi is None, "memory_guard": False, "stage2_spacing": None,
             "stage1_s": round(stage1_s, 3)}
     start = time.perf_counter()
@@ -55,41 +77,13 @@ def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.
     else:
         crop = image[(slice(None), *roi)]
         masks = [first.label_map[roi] == p.label for p in prompts]
-        extent = [(sl.stop - sl.start) * spacing[axis] for axis, sl in enumerate(roi)]
-        extent_net = [extent[i] for i in transpose]
-        guarded = None
-        if guard:
-            guarded, triggered = memory_guard(cm.spacing, extent_net, cm.patch_size)
-            info["memory_guard"] = triggered
-            guarded = list(guarded) if triggered else None
+        guarded = guarded_spacing(roi, spacing, cm.patch_size, cm.spacing, transpose) if guard else None
+        info["memory_guard"] = guarded is not None
         with fine.network_spacing(guarded):
             second = fine.predict_array(crop, spacing, prompts, source, masks=masks)
-        result = _paste(second, roi, image.shape[1:], properties)
+        result = paste_into_image(second, roi, image.shape[1:], properties)
         info["roi"] = [[sl.start, sl.stop] for sl in roi]
         info["stage2_spacing"] = guarded or second.summary.get("network_spacing") or [float(s) for s in cm.spacing]
     info["stage2_s"] = round(time.perf_counter() - start, 3)
     result.summary["two_stage"] = info
     return result
-
-
-def _paste(crop_result: PromptedPrediction, roi: tuple[slice, ...], shape: Sequence[int],
-           properties: dict) -> PromptedPrediction:
-    """A prediction of an ROI crop put back into the full image (zeros outside the ROI)."""
-    label_map = np.zeros(shape, crop_result.label_map.dtype)
-    label_map[roi] = crop_result.label_map
-    instances = {}
-    for label, numbered in crop_result.instances.items():
-        instances[label] = np.zeros(shape, numbered.dtype)
-        instances[label][roi] = numbered
-    probabilities = np.zeros((crop_result.probabilities.shape[0], *shape), crop_result.probabilities.dtype)
-    probabilities[(slice(None), *roi)] = crop_result.probabilities
-    summary = dict(crop_result.summary)
-    summary["spacing"] = [float(s) for s in properties["spacing"]]
-    return PromptedPrediction(label_map, instances, probabilities, crop_result.prompts,
-                              {**properties, "source": crop_result.properties.get("source")}, summary)
-
-
-def read_image(predictor: MedalSPredictor, image_files: Sequence[str]) -> tuple[np.ndarray, dict]:
-    """An image (C, *S) and its reader properties, with nnU-Net's reader of the model's plans."""
-    rw = predictor.plans_manager.image_reader_writer_class()
-    return rw.read_images(list(image_files))

@@ -1,4 +1,4 @@
-"""nnUNetv2_predict_medals and the Python API on a smoke model: contracts, bad input, atomic outputs."""
+"""nnUNetv2_predict_medals and predict-npz on a smoke model: contracts, bad input, atomic outputs."""
 import hashlib
 import json
 import shutil
@@ -6,9 +6,8 @@ import shutil
 import numpy as np
 import pytest
 import SimpleITK as sitk
-import torch
 
-from conftest import PHANTOM_ID, run
+from tests.helpers import PHANTOM_ID, run
 
 MODEL = ["-d", str(PHANTOM_ID), "-c", "3d_fullres", "-f", "0", "-tr", "MedalSTrainer_smoke", "-p", "MedalSPlansCPU",
          "-device", "cpu"]
@@ -58,86 +57,6 @@ def test_outputs_hold_exactly_the_prompt_labels_and_inputs_stay_untouched(prepro
         assert (out / f"{case}_instances_label33.nii.gz").is_file()
 
 
-def test_parallel_sequential_and_chunked_prompting_agree(preprocessed_phantom, smoke_model):
-    from nnunetv2_medals.inference.predictor import load_model
-    from nnunetv2_medals.text_prompts.prompt_file import Prompt
-
-    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
-    prompts = [Prompt(t, i + 1) for i, t in enumerate(["liver", "spleen", "left kidney", "lymph node", "kidneys"])]
-    results = {}
-    for mode, kwargs in {"parallel": {}, "sequential": {"sequential": True},
-                         "chunked": {"max_prompts_per_forward": 2}}.items():
-        predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), **kwargs)
-        data, props, masks = predictor.preprocess_case(image, prompts)
-        results[mode] = predictor.predict_preprocessed(data, props, prompts, masks).probabilities
-    np.testing.assert_allclose(results["sequential"], results["parallel"], atol=2e-3)
-    np.testing.assert_allclose(results["chunked"], results["parallel"], atol=2e-3)
-
-
-def test_export_a_prompt_at_a_time_equals_nnunets_export_of_all(preprocessed_phantom, smoke_model):
-    """The image-geometry export runs a few prompts at a time (memory); it must equal nnU-Net's export of all."""
-    from nnunetv2.inference.export_prediction import \
-        convert_predicted_logits_to_segmentation_with_correct_shape as export
-
-    from nnunetv2_medals.inference.predictor import load_model, prompt_label_manager
-    from nnunetv2_medals.postprocessing import probabilities_to_label_map
-
-    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
-    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
-    data, props, _ = predictor.preprocess_case(image, [])
-    labels = [3, 1, 7, 2]
-    predictor._text = predictor.embed(["liver", "spleen", "left kidney", "kidneys"])
-    predictor._n_image_channels = data.shape[0]
-    predictor.label_manager = prompt_label_manager(labels)
-    probs = predictor._probabilities(torch.from_numpy(data) if isinstance(data, np.ndarray) else data, None)
-    predictor.export_voxel_budget = 1  # one prompt per export
-    chunked, label_map = predictor._to_image_geometry(probs, props, labels)
-    _, whole = export(torch.logit(probs.clamp(1e-6, 1 - 1e-6)), predictor.plans_manager,
-                      predictor.configuration_manager, prompt_label_manager(labels), props, return_probabilities=True)
-    assert chunked.dtype == np.float16 and chunked.shape == whole.shape
-    np.testing.assert_allclose(chunked.astype(np.float32), whole, atol=1e-3)
-    expected = probabilities_to_label_map(whole, labels)
-    assert (label_map != expected).mean() < 1e-4   # float16 ties at exactly 0.5 may differ, nothing else
-    assert set(np.unique(label_map)) <= {0, *labels}
-
-
-def test_out_of_memory_falls_back_to_prompt_chunks(preprocessed_phantom, smoke_model, monkeypatch):
-    from nnunetv2_medals.inference.predictor import load_model
-    from nnunetv2_medals.text_prompts.prompt_file import Prompt
-
-    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
-    prompts = [Prompt(t, i + 1) for i, t in enumerate(["liver", "spleen", "left kidney", "lymph node", "kidneys"])]
-    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
-    data, props, _ = predictor.preprocess_case(image, prompts)
-    reference = predictor.predict_preprocessed(data, props, prompts).probabilities
-    original = type(predictor.network).forward_prompts
-
-    def limited(net, skips, features, text=None, *args, **kwargs):
-        if text.shape[1] > 2:
-            raise torch.OutOfMemoryError("simulated")
-        return original(net, skips, features, text, *args, **kwargs)
-
-    monkeypatch.setattr(type(predictor.network), "forward_prompts", limited)
-    chunked = predictor.predict_preprocessed(data, props, prompts).probabilities
-    assert predictor.max_prompts_per_forward == 2
-    np.testing.assert_allclose(chunked, reference, atol=2e-3)
-
-
-def test_session_api_with_a_mask_prompt(preprocessed_phantom, smoke_model):
-    from nnunetv2_medals.inference.predictor import load_model
-
-    image = sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0]
-    label = preprocessed_phantom["raw"] / "labelsTs" / image.name.replace("_0000", "")
-    session = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
-    session.set_image([str(image)])
-    session.add_text_prompt("spleen", 1, mask=str(label))
-    session.add_text_prompt("liver", 2)
-    result = session.predict()
-    assert result.label_map.shape == sitk.GetArrayFromImage(sitk.ReadImage(str(image))).shape
-    assert result.probabilities.shape == (2, *result.label_map.shape)
-    assert [p["text"] for p in result.summary["prompts"]] == ["spleen", "liver"]
-
-
 @pytest.mark.parametrize("problem", ["mask_shape", "unknown_case", "duplicate_label", "no_prompts"])
 def test_bad_input_is_one_clear_error_and_writes_nothing(preprocessed_phantom, smoke_model, tmp_path, problem):
     inp = _inputs(preprocessed_phantom, tmp_path)
@@ -167,33 +86,6 @@ def test_bad_input_is_one_clear_error_and_writes_nothing(preprocessed_phantom, s
     assert not out.exists() or not [p for p in out.iterdir() if p.suffix in (".gz", ".json", ".npz")
                                     and p.name not in ("dataset.json", "plans.json",
                                                        "predict_from_raw_data_args.json")]
-
-
-def test_a_different_text_encoder_is_refused(smoke_model, tmp_path):
-    from nnunetv2_medals.errors import MedalSInputError
-    from nnunetv2_medals.inference.predictor import load_model
-    from nnunetv2_medals.text_prompts.encoder import default_encoder_dir
-
-    other = tmp_path / "other_encoder"
-    shutil.copytree(default_encoder_dir(), other)
-    (other / "config.json").write_text((other / "config.json").read_text().replace("0.02", "0.05"))
-    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), encoder=str(other))
-    predictor.embed(["liver"])  # trained phrasing: comes from the checkpoint, no encoder needed
-    with pytest.raises(MedalSInputError, match="was trained with"):
-        predictor.embed(["a brand new phrasing"])
-
-
-def test_nan_images_are_refused(preprocessed_phantom, smoke_model):
-    from nnunetv2_medals.errors import MedalSInputError
-    from nnunetv2_medals.inference.predictor import load_model
-    from nnunetv2_medals.text_prompts.prompt_file import Prompt
-
-    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
-    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
-    data, props, _ = predictor.preprocess_case(image, [Prompt("liver", 1)])
-    data[0, 0, 0, 0] = float("nan")
-    with pytest.raises(MedalSInputError, match="NaN"):
-        predictor.predict_preprocessed(data, props, [Prompt("liver", 1)])
 
 
 @pytest.mark.parametrize("instance_label", [0, 1])

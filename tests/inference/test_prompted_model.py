@@ -10,7 +10,7 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from conftest import PHANTOM_ID, run
+from tests.helpers import PHANTOM_ID, run
 
 pytestmark = pytest.mark.slow
 

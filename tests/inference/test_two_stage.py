@@ -1,17 +1,24 @@
 """Two-stage prediction and dynamic resampling plumbing on the smoke model (weights are meaningless here: the
 stage-1 result is set by the test, what is checked is where stage 2 runs and how its result comes back)."""
 import dataclasses
+import json
+import shutil
 
 import numpy as np
 import pytest
+import SimpleITK as sitk
 import torch
+
+import nnunetv2_medals.inference.predictor as predictor_module
+from nnunetv2_medals.inference.case_files import read_image
+from nnunetv2_medals.inference.predictor import load_model
+from nnunetv2_medals.inference.two_stage import predict_two_stage
+from nnunetv2_medals.text_prompts.prompt_file import Prompt
+from tests.helpers import PHANTOM_ID, run
 
 
 @pytest.fixture()
 def stages(smoke_model, preprocessed_phantom):
-    from nnunetv2_medals.inference.predictor import load_model
-    from nnunetv2_medals.inference.two_stage import read_image
-
     coarse = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
     fine = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
     image_file = str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])
@@ -30,9 +37,6 @@ def _force_stage_one(monkeypatch, coarse, label_map):
 
 
 def test_stage_two_runs_on_the_roi_with_stage_one_as_mask_prompts(stages, monkeypatch):
-    from nnunetv2_medals.inference.two_stage import predict_two_stage
-    from nnunetv2_medals.text_prompts.prompt_file import Prompt
-
     coarse, fine, image, props = stages
     shape = image.shape[1:]
     stage1 = np.zeros(shape, np.uint16)
@@ -64,9 +68,6 @@ def test_stage_two_runs_on_the_roi_with_stage_one_as_mask_prompts(stages, monkey
 
 
 def test_empty_stage_one_falls_back_to_the_whole_image_without_prompts(stages, monkeypatch):
-    from nnunetv2_medals.inference.two_stage import predict_two_stage
-    from nnunetv2_medals.text_prompts.prompt_file import Prompt
-
     coarse, fine, image, props = stages
     _force_stage_one(monkeypatch, coarse, np.zeros(image.shape[1:], np.uint16))
     calls = []
@@ -80,9 +81,6 @@ def test_empty_stage_one_falls_back_to_the_whole_image_without_prompts(stages, m
 
 
 def test_memory_guard_coarsens_stage_two_on_an_oversized_roi(stages, monkeypatch):
-    from nnunetv2_medals.inference.two_stage import predict_two_stage
-    from nnunetv2_medals.text_prompts.prompt_file import Prompt
-
     coarse, fine, image, props = stages
     stage1 = np.ones(image.shape[1:], np.uint16)       # everything is foreground: the ROI is the whole image
     _force_stage_one(monkeypatch, coarse, stage1)
@@ -90,13 +88,14 @@ def test_memory_guard_coarsens_stage_two_on_an_oversized_roi(stages, monkeypatch
     monkeypatch.setitem(config, "patch_size", [8, 8, 8])  # tiny fine patches make that ROI "oversized"
     planned = list(config["spacing"])
     used = {}
-    original = fine._to_image_geometry
+    original = predictor_module.export_prediction
 
-    def record(probs, properties, labels):
-        used["spacing"] = list(config["spacing"])
-        return original(probs, properties, labels)
+    def record(probs, properties, prompts, plans_manager, configuration_manager, *args):
+        if configuration_manager is fine.configuration_manager:
+            used["spacing"] = list(config["spacing"])
+        return original(probs, properties, prompts, plans_manager, configuration_manager, *args)
 
-    monkeypatch.setattr(fine, "_to_image_geometry", record)
+    monkeypatch.setattr(predictor_module, "export_prediction", record)
     result = predict_two_stage(coarse, fine, image, props, [Prompt("liver", 1)])
     info = result.summary["two_stage"]
     assert info["memory_guard"]
@@ -106,37 +105,9 @@ def test_memory_guard_coarsens_stage_two_on_an_oversized_roi(stages, monkeypatch
     assert result.label_map.shape == image.shape[1:]
 
 
-def test_dynamic_spacing_follows_the_smallest_prompted_structure(smoke_model):
-    from nnunetv2_medals.inference.predictor import load_model
-    from nnunetv2_medals.text_prompts.prompt_file import Prompt
-
-    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), dynamic_alpha=0.5)
-    planned = [float(s) for s in predictor.configuration_manager.spacing]
-    extents = predictor.vocabulary["target_extent_mm"]
-    fine_image = [s / 4 for s in planned]
-    node = predictor.case_spacing(fine_image, [Prompt("lymph node", 1)])
-    liver = predictor.case_spacing(fine_image, [Prompt("liver", 1)])
-    both = predictor.case_spacing(fine_image, [Prompt("liver", 1), Prompt("enlarged lymph nodes", 2)])
-    assert both == node                                  # the smallest structure decides
-    assert all(n <= p for n, p in zip(node, planned)) and node != planned
-    assert np.prod(node) < np.prod(liver)
-    assert predictor.prompt_extents(["lymph node"])[0].tolist() == extents["lymph node"]
-    # an unrelated prompt has no known size and leaves the plans' spacing
-    assert predictor.case_spacing(fine_image, [Prompt("qwertyuiop zxcvbnm", 1)]) == planned
-    predictor.dynamic_alpha = None
-    assert predictor.case_spacing(fine_image, [Prompt("lymph node", 1)]) == planned
-
-
 def test_predict_command_two_stage_and_dynamic_spacing(preprocessed_phantom, smoke_model, tmp_path):
     """The command-line path: --two_stage finds the coarse configuration next to the fine model (here the smoke
     model stands in for both), --dynamic_spacing resamples per case; outputs keep the image geometry."""
-    import json
-    import shutil
-
-    import SimpleITK as sitk
-
-    from conftest import PHANTOM_ID, run
-
     model = ["-d", str(PHANTOM_ID), "-c", "3d_fullres", "-f", "0", "-tr", "MedalSTrainer_smoke", "-p",
              "MedalSPlansCPU", "-device", "cpu"]
     coarse = smoke_model["dir"].with_name(smoke_model["dir"].name.replace("3d_fullres", "3d_lowres"))

@@ -7,21 +7,8 @@ import torch
 from torch import nn
 
 from nnunetv2_medals.network.medals_network import PADDED_PROMPT_LOGIT, MedalSNetwork, sinusoidal_position_encoding_3d
-
-L = 24  # text embedding dim of the tiny test network
-
-
-def tiny_network(deep_supervision=True, num_classes=4, seed=0, text_dim=L) -> MedalSNetwork:
-    torch.manual_seed(seed)
-    net = MedalSNetwork(
-        input_channels=1, n_stages=3, features_per_stage=(8, 16, 32), conv_op=nn.Conv3d,
-        kernel_sizes=[[3, 3, 3]] * 3, strides=[[1, 1, 1], [2, 2, 2], [2, 2, 2]], n_blocks_per_stage=[1, 1, 1],
-        num_classes=num_classes, n_conv_per_stage_decoder=[1, 1], conv_bias=True, norm_op=nn.InstanceNorm3d,
-        norm_op_kwargs={"eps": 1e-5, "affine": True}, nonlin=nn.LeakyReLU, nonlin_kwargs={"inplace": True},
-        deep_supervision=deep_supervision, text_embedding_dim=text_dim, query_dim=32, query_heads=4, query_layers=2,
-        query_ffn_dim=64, query_mlp_hidden=16)
-    net.apply(net.initialize)
-    return net
+from tests.helpers import TINY_TEXT_DIM as L
+from tests.helpers import tiny_network
 
 
 def _inputs(batch, n, shape, seed=1):

@@ -1,7 +1,7 @@
 """Canonicalisation (paper §2.7) against the challenge's prompt file."""
 import pytest
 
-from nnunetv2_medals.datasets import MODALITIES
+from nnunetv2_medals.paths import MODALITIES
 from nnunetv2_medals.text_prompts.canonical import Canonicaliser, canonicalise, modality_of_dataset, normalise
 
 

@@ -2,10 +2,10 @@
 import numpy as np
 import pytest
 
-from conftest import nnunet_env, run
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.text_prompts.embedding_cache import EmbeddingCache
 from nnunetv2_medals.text_prompts.encoder import TextEncoder, cosine_matrix, encoder_identity
+from tests.helpers import nnunet_env, run
 
 
 def test_default_encoder_gives_384d_vectors_that_tell_left_from_right(text_encoder):

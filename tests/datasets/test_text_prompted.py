@@ -5,9 +5,9 @@ import json
 import numpy as np
 import pytest
 
-from nnunetv2_medals.datasets import load_text_prompted_dataset, parse_text_prompted_dataset
+from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset, parse_text_prompted_dataset
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.phantom import phantom_dataset_json
+from nnunetv2_medals.datasets.phantom import phantom_dataset_json
 
 GOOD = {
     "channel_names": {"0": "CT"}, "file_ending": ".nii.gz", "numTraining": 2,

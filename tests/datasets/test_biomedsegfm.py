@@ -5,6 +5,8 @@ import json
 import numpy as np
 import pytest
 
+from tests.helpers import read_image
+
 PROMPTS = {
     "CT_Alpha": {"1": ["Liver", "Liver in abdominal CT"], "2": ["Left kidney", "left renal structure"],
                  "instance_label": 0},
@@ -50,19 +52,12 @@ def _digests(folder):
     return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def _read(path):
-    import SimpleITK as sitk
-
-    image = sitk.ReadImage(str(path))
-    return sitk.GetArrayFromImage(image), image.GetSpacing()
-
-
 def test_two_datasets_with_a_shared_class_merge_into_one_valid_dataset(challenge_root, tmp_path):
     from nnunetv2.experiment_planning.verify_dataset_integrity import verify_dataset_integrity
 
-    from nnunetv2_medals.biomedsegfm import INSTANCE_FOLDER
+    from nnunetv2_medals.datasets.biomedsegfm import INSTANCE_FOLDER
     from nnunetv2_medals.cli import main
-    from nnunetv2_medals.datasets import load_text_prompted_dataset
+    from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
 
     root, prompts = challenge_root
     before = _digests(root) | _digests(prompts.parent)
@@ -81,14 +76,14 @@ def test_two_datasets_with_a_shared_class_merge_into_one_valid_dataset(challenge
     assert ds.annotated_labels["CT_Beta_beta_001"] == {"spleen", "liver"}
     assert ds.annotated_labels["CT_Gamma_gamma_001"] == {"liver tumors"}
 
-    seg, spacing = _read(out / "labelsTr" / "CT_Beta_beta_001.nii.gz")
+    seg, spacing = read_image(out / "labelsTr" / "CT_Beta_beta_001.nii.gz")
     assert spacing == (1.0, 1.0, 3.0)                       # SimpleITK order (x, y, z) of the (z, y, x) spacing
     assert (seg[1:3, 1:4, 1:4] == 3).all() and (seg[3:6, 4:9, 5:11] == 1).all()   # CT_Beta's 2 -> global liver
-    seg, _ = _read(out / "labelsTr" / "CT_Gamma_gamma_001.nii.gz")
+    seg, _ = read_image(out / "labelsTr" / "CT_Gamma_gamma_001.nii.gz")
     assert set(np.unique(seg)) == {0, 4}                    # training labels are binary
-    inst, _ = _read(out / INSTANCE_FOLDER / "CT_Gamma_gamma_001.nii.gz")
+    inst, _ = read_image(out / INSTANCE_FOLDER / "CT_Gamma_gamma_001.nii.gz")
     assert set(np.unique(inst)) == {0, 1, 7}                # instance ids kept for evaluation
-    img, _ = _read(out / "imagesTr" / "CT_Alpha_alpha_001_0000.nii.gz")
+    img, _ = read_image(out / "imagesTr" / "CT_Alpha_alpha_001_0000.nii.gz")
     with np.load(root / "train" / "CT" / "CT_Alpha" / "alpha_001.npz") as npz:
         assert np.array_equal(img, npz["imgs"])
     assert (out / "imagesTs" / "CT_Beta_beta_test_0000.nii.gz").is_file()
@@ -97,7 +92,7 @@ def test_two_datasets_with_a_shared_class_merge_into_one_valid_dataset(challenge
 
 
 def test_bad_input_names_the_file_and_writes_nothing(challenge_root, tmp_path):
-    from nnunetv2_medals.biomedsegfm import convert_biomedsegfm
+    from nnunetv2_medals.datasets.biomedsegfm import convert_biomedsegfm
     from nnunetv2_medals.errors import MedalSInputError
 
     root, prompts = challenge_root

@@ -6,7 +6,7 @@ import pytest
 import numpy as np
 import torch
 
-from conftest import model_dir, run, train_env
+from tests.helpers import model_dir, run, train_env
 
 TRAIN = ["nnUNetv2_train"]
 

@@ -20,17 +20,7 @@ from typing import Any, Mapping
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import read_json
-
-MODALITIES = ("CT", "MRI", "PET", "US", "Microscopy")
-_MODALITY_ALIASES = {m.lower(): m for m in MODALITIES} | {"mr": "MRI", "ultrasound": "US", "microscope": "Microscopy"}
-ANNOTATED_LABELS_FILE = "annotated_labels.json"
-
-
-def canonical_modality(value: Any, file: str | Path, field_name: str = "modality") -> str:
-    """Map a modality spelling (``"mr"``, ``"CT"`` …) to one of :data:`MODALITIES` or raise naming the field."""
-    if isinstance(value, str) and value.strip().lower() in _MODALITY_ALIASES:
-        return _MODALITY_ALIASES[value.strip().lower()]
-    raise MedalSInputError(file, field_name, f"{value!r} is not a modality; use one of {', '.join(MODALITIES)}")
+from nnunetv2_medals.paths import ANNOTATED_LABELS_FILE, canonical_modality
 
 
 @dataclass(frozen=True)

@@ -4,9 +4,9 @@ import pytest
 import SimpleITK as sitk
 from scipy import ndimage
 
-from conftest import nnunet_env, run
-from nnunetv2_medals.datasets import load_text_prompted_dataset
-from nnunetv2_medals.phantom import LABELS, make_phantom_case, write_phantom_dataset
+from nnunetv2_medals.datasets.phantom import LABELS, make_phantom_case, write_phantom_dataset
+from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
+from tests.helpers import nnunet_env, run
 
 
 def test_anatomy_laterality_nesting_and_instances():
@@ -56,7 +56,7 @@ def test_command_writes_a_valid_text_prompted_dataset(tmp_path):
 
 
 def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
-    import nnunetv2_medals.phantom as phantom
+    import nnunetv2_medals.datasets.phantom as phantom
 
     calls = []
 

@@ -4,8 +4,8 @@ import json
 import numpy as np
 import pytest
 
-from conftest import nnunet_env, run
-from nnunetv2_medals.phantom import phantom_dataset_json, write_phantom_dataset
+from nnunetv2_medals.datasets.phantom import phantom_dataset_json, write_phantom_dataset
+from tests.helpers import nnunet_env, run
 
 
 def test_cpu_preset_plans_our_network_and_writes_blosc2(preprocessed_phantom):

@@ -26,8 +26,11 @@ from typing import Sequence
 
 import numpy as np
 
+from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json, read_json, write_nifti
+from nnunetv2_medals.paths import raw_dataset_folder
+from nnunetv2_medals.text_prompts.canonical import Canonicaliser, modality_of_dataset
 
 INSTANCE_FOLDER = "labelsTr_instances"
 
@@ -108,9 +111,6 @@ def convert_biomedsegfm(npz_root: str | Path, prompts_json: str | Path, dataset_
                         name: str = "BiomedSegFM", datasets: Sequence[str] | None = None,
                         output: str | Path | None = None, overwrite: bool = False) -> Path:
     """Convert challenge datasets into ``$nnUNet_raw/DatasetDDD_<name>`` (or ``output``); returns the folder."""
-    from nnunetv2_medals.datasets import load_text_prompted_dataset
-    from nnunetv2_medals.text_prompts.canonical import Canonicaliser, modality_of_dataset
-
     npz_root, prompts_json = Path(npz_root), Path(prompts_json)
     if not npz_root.is_dir():
         raise MedalSInputError(npz_root, "-i", "is not a folder")
@@ -137,12 +137,7 @@ def convert_biomedsegfm(npz_root: str | Path, prompts_json: str | Path, dataset_
     labels, of_class = build_label_space(prompt_map, selected, canonicaliser)
     modalities = sorted({modality_of_dataset(d) for d in selected})
 
-    if output is None:
-        raw = os.environ.get("nnUNet_raw")
-        if not raw:
-            raise MedalSInputError("environment", "nnUNet_raw", "is not set; export it or pass -o FOLDER")
-        output = Path(raw) / f"Dataset{dataset_id:03d}_{name}"
-    output = Path(output)
+    output = raw_dataset_folder(dataset_id, name, output)
 
     annotated: dict[str, list[str]] = {}
     num_training = 0

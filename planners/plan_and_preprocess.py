@@ -4,15 +4,29 @@ nnU-Net looks up ``-pl`` planners only inside its own package, so this entry poi
 ``plan_and_preprocess_entry`` unchanged (same flags, same help, same fingerprinting and Blosc2 preprocessing) and
 only resolves our planner names to class objects. It adds two things before anything is written: the text-prompted
 dataset is validated, and ``--text_encoder DIR`` chooses the encoder recorded in the plans. ``-pl`` defaults to
-``MedalSPlanner``.
+``MedalSPlanner``. With our planners the fingerprint is also taken in the canonical orientation the plans record
+(:class:`CanonicalFingerprintExtractor`).
 """
 from __future__ import annotations
 
 import argparse
 import sys
+from os.path import join
 from typing import Sequence
 
+import nnunetv2.experiment_planning.plan_and_preprocess_entrypoints as stock
+from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor import DatasetFingerprintExtractor
+from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset, extract_fingerprints,
+                                                                  plan_experiment_dataset, plan_experiments)
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
+from nnunetv2.paths import nnUNet_raw
+from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
+
+from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.geometry import canonical_reader_name
+from nnunetv2_medals.planners.medals_planners import PLANNERS
+from nnunetv2_medals.text_prompts.encoder import resolve_encoder_dir
 
 DEFAULT_PLANNER = "MedalSPlanner"
 
@@ -30,23 +44,27 @@ def _our_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return ours, rest
 
 
+class CanonicalFingerprintExtractor(DatasetFingerprintExtractor):
+    """nnU-Net's fingerprint (spacings, shapes, intensities) read with the reader our planners record, so the
+    fingerprint's per-axis spacing and shape describe the arrays the planner and preprocessing see (canonical
+    orientation, :mod:`nnunetv2_medals.geometry`). Only the in-memory dataset.json is changed; the file is not."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        example = next(iter(self.dataset.values()))["images"][0]
+        default = determine_reader_writer_from_dataset_json(self.dataset_json, example, verbose=False).__name__
+        if canonical_reader_name(default) != default:
+            self.dataset_json = {**self.dataset_json, "overwrite_image_reader_writer": canonical_reader_name(default)}
+
+
 def configured_planner(name: str, text_encoder: str | None):
     """Our planner class ``name`` bound to ``text_encoder`` (a subclass keeps nnU-Net's call signature)."""
-    from nnunetv2_medals.planners.medals_planners import PLANNERS
-
     base = PLANNERS[name]
     return type(name, (base,), {"text_encoder": text_encoder, "__module__": base.__module__})
 
 
 def validate_datasets(dataset_ids: Sequence[int]) -> None:
     """Validate every dataset's text prompts before anything is written."""
-    from os.path import join
-
-    from nnunetv2.paths import nnUNet_raw
-    from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
-
-    from nnunetv2_medals.datasets import load_text_prompted_dataset
-
     for d in dataset_ids:
         load_text_prompted_dataset(join(nnUNet_raw, convert_id_to_dataset_name(d)))
 
@@ -59,22 +77,15 @@ def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
               "(-pl MedalSPlanner [default] | MedalSPlannerCPU) and\n  --text_encoder DIR   local Hugging Face "
               "model folder of the text encoder recorded in the plans (default: packaged MiniLM-L6)\n"
               "nnU-Net's flags follow.\n")
-    from nnunetv2_medals.planners.medals_planners import PLANNERS
-
     planner_name = ours.pl or DEFAULT_PLANNER
     if ours.pl is None:
         rest += ["-pl", DEFAULT_PLANNER]
     try:
         if planner_name in PLANNERS:
-            from nnunetv2_medals.text_prompts.encoder import resolve_encoder_dir
-
             resolve_encoder_dir(ours.text_encoder, field="--text_encoder")
             validate_datasets(ours.d)
     except MedalSInputError as e:
         sys.exit(f"error: {e}")
-
-    import nnunetv2.experiment_planning.plan_and_preprocess_entrypoints as stock
-    from nnunetv2.experiment_planning.plan_and_preprocess_api import plan_experiment_dataset, plan_experiments
 
     def plan_with_our_planners(dataset_ids, experiment_planner_class_name="ExperimentPlanner", *args, **kwargs):
         if experiment_planner_class_name not in PLANNERS:
@@ -85,6 +96,14 @@ def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
             _, identifier = plan_experiment_dataset(d, planner, *args, **kwargs)
         return identifier
 
+    def fingerprints_in_canonical_orientation(dataset_ids, fingerprint_extractor_class_name="DatasetFingerprintExtractor",
+                                              *args, **kwargs):
+        if planner_name not in PLANNERS or fingerprint_extractor_class_name != "DatasetFingerprintExtractor":
+            return extract_fingerprints(dataset_ids, fingerprint_extractor_class_name, *args, **kwargs)
+        for d in dataset_ids:
+            extract_fingerprint_dataset(d, CanonicalFingerprintExtractor, *args, **kwargs)
+
+    stock.extract_fingerprints = fingerprints_in_canonical_orientation
     stock.plan_experiments = plan_with_our_planners
     sys.argv = [sys.argv[0], *rest]
     stock.plan_and_preprocess_entry()

@@ -9,9 +9,14 @@ import argparse
 import sys
 from typing import Sequence
 
+import nnunetv2.inference.predict_from_raw_data as stock
 import torch
 
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.inference.folders import coarse_model_folder, predict_prompted_files
+from nnunetv2_medals.inference.predictor import MedalSPredictor, load_model
+from nnunetv2_medals.inference.two_stage import TwoStagePredictor
+from nnunetv2_medals.text_prompts.prompt_file import load_prompt_file
 
 EXTRA_HELP = """nnUNetv2_predict_medals: nnUNetv2_predict with text/mask prompts. Extra flags:
   -prompts FILE               prompt JSON (required; see nnunetv2_medals/text_prompts/prompt_schema.json)
@@ -64,11 +69,6 @@ def predict_entry(argv: Sequence[str] | None = None) -> None:
         print(EXTRA_HELP)
     elif ours.prompts is None:
         sys.exit("error: -prompts FILE is required (use nnUNetv2_predict to segment every trained class)")
-    import nnunetv2.inference.predict_from_raw_data as stock
-
-    from nnunetv2_medals.inference.predictor import MedalSPredictor, predict_prompted_files
-    from nnunetv2_medals.text_prompts.prompt_file import load_prompt_file
-
     try:
         prompt_file = load_prompt_file(ours.prompts) if ours.prompts else None
     except MedalSInputError as e:
@@ -89,16 +89,15 @@ def predict_entry(argv: Sequence[str] | None = None) -> None:
                                save_probabilities: bool = False, overwrite: bool = True,
                                num_processes_preprocessing: int = 1, num_processes_segmentation_export: int = 1,
                                folder_with_segs_from_prev_stage: str = None, num_parts: int = 1, part_id: int = 0):
-            coarse = None
+            predictor = self
             if ours.two_stage:
-                from nnunetv2_medals.inference.predictor import coarse_model_folder, load_model
-
                 coarse = load_model(coarse_model_folder(self.model_folder, ours.two_stage), self.use_folds,
                                     self.checkpoint_name, device=self.device, encoder=ours.encoder,
                                     dynamic_alpha=ours.dynamic_spacing)
-            return predict_prompted_files(self, prompt_file, list_of_lists_or_source_folder,
+                predictor = TwoStagePredictor(coarse, self, ours.roi_scale)
+            return predict_prompted_files(predictor, prompt_file, list_of_lists_or_source_folder,
                                           output_folder_or_list_of_truncated_output_files, save_probabilities,
-                                          overwrite, num_parts, part_id, ours.overlay, coarse, ours.roi_scale)
+                                          overwrite, num_parts, part_id, ours.overlay)
 
         def predict_from_files_sequential(self, list_of_lists_or_source_folder,
                                           output_folder_or_list_of_truncated_output_files,

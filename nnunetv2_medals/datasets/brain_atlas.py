@@ -21,8 +21,12 @@ import importlib.util
 import os
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
+from nibabel.processing import resample_from_to
+from scipy import ndimage
 
+from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json
 
@@ -90,7 +94,6 @@ def brain_structures(atlas_labels: dict[str, int]) -> list[tuple[str, int, list[
 def perturb(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A plausible second scan of the same head: small rotation/scaling/shift (same transform for image and labels,
     linear vs nearest), a smooth multiplicative bias field, a gamma change and noise."""
-    from scipy import ndimage
 
     angles = np.deg2rad(rng.uniform(-6, 6, 3))
     rot = np.eye(3)
@@ -119,8 +122,6 @@ def perturb(image: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> 
 def write_brain_atlas_dataset(output_folder: str | os.PathLike, resolution: float = 1.5, seed: int = 0,
                               overwrite: bool = False) -> Path:
     """Build the dataset (see the module docstring) into ``output_folder``; it appears complete or not at all."""
-    import nibabel as nib
-    from nibabel.processing import resample_from_to
 
     if not 1.0 <= resolution <= 4.0:
         raise MedalSInputError("command line", "--resolution", "must lie in 1.0-4.0 mm (1.0 = the template's grid, "
@@ -184,7 +185,6 @@ def write_brain_atlas_dataset(output_folder: str | os.PathLike, resolution: floa
         save(test_labels, "labelsTs", "brain_test.nii.gz")
         atomic_write_json(tmp / "dataset.json", dataset_json)
         atomic_write_json(tmp / "splits_final.json", [{"train": ["brain_000"], "val": ["brain_val"]}])
-        from nnunetv2_medals.datasets import load_text_prompted_dataset
 
         load_text_prompted_dataset(tmp)
     return Path(output_folder)

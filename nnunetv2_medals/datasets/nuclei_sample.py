@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json, write_nifti
 
@@ -69,7 +70,6 @@ def write_nuclei_dataset(output_folder: str | os.PathLike, overwrite: bool = Fal
             "text_prompts": {"nuclei": {"prompts": PHRASINGS, "instance": True}},
         })
         atomic_write_json(tmp / "splits_final.json", [{"train": names[:2], "val": [names[2]]}])
-        from nnunetv2_medals.datasets import load_text_prompted_dataset
 
         load_text_prompted_dataset(tmp)
     return Path(output_folder)

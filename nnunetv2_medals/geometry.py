@@ -1,0 +1,77 @@
+"""Geometry conventions: one canonical orientation for every image we read, and the challenge npz spacing order.
+
+**Canonical orientation.** nnU-Net's default readers keep the voxel order as stored, so a model learns "left" as an
+array side and the same scan stored in another voxel order (RAS vs LPS vs permuted axes) is answered on the wrong
+side. Every SimpleITK-readable 3D image (NIfTI, NRRD, MHA, …) is therefore read through nnU-Net's own
+``SimpleITKIOWithReorient``: the volume is permuted/flipped (never resampled) to the closest RAS orientation, so
+array axes are (S, A, R) increasing, whatever the file's voxel order; segmentations are written back in the input's
+own voxel order, direction, origin and spacing. nnU-Net resolves readers by name inside ``nnunetv2.imageio`` only,
+which is why we use that class by name in the plans (stock ``nnUNetv2_predict`` then reorients too) instead of a
+class of ours; :class:`MedalSImageIO` adds, for our own writers only, what the stock class lacks (label values
+above 255: it always casts to uint8).
+
+**Challenge npz spacing.** BiomedSegFM npz files store ``imgs`` as (D, H, W) arrays — SimpleITK's array order —
+and ``spacing`` as ``sitk.Image.GetSpacing()``, i.e. (x, y, z) = (W, H, D) order: the challenge baseline does
+``sitk.GetImageFromArray(imgs)`` then ``SetSpacing(spacing)``. :func:`npz_spacing_to_array_order` is the one place
+that convention is applied.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import SimpleITK as sitk
+from nnunetv2.imageio.reader_writer_registry import recursive_find_reader_writer_by_name
+from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIOWithReorient
+
+#: the reader/writer our planners record in the plans (resolvable by name inside nnunetv2.imageio)
+CANONICAL_READER = "SimpleITKIOWithReorient"
+#: readers whose arrays are already in a canonical orientation
+REORIENTING_READERS = frozenset({"SimpleITKIOWithReorient", "NibabelIOWithReorient"})
+#: nnU-Net readers whose files SimpleITK reads too (replaced by the canonical reader when we plan)
+_SIMPLEITK_READABLE = frozenset({"SimpleITKIO", "NibabelIO", "NibabelIOWithReorient"})
+
+
+def canonical_reader_name(default_reader_name: str) -> str:
+    """The reader our planners record: the canonical one wherever nnU-Net would read a 3D medical format, else
+    nnU-Net's own choice (2D natural images, TIFF)."""
+    return CANONICAL_READER if default_reader_name in _SIMPLEITK_READABLE else default_reader_name
+
+
+class MedalSImageIO(SimpleITKIOWithReorient):
+    """``SimpleITKIOWithReorient`` whose writer keeps label values above 255 (instance maps)."""
+
+    def write_seg(self, seg: np.ndarray, output_fname: str, properties: dict) -> None:
+        assert seg.ndim == 3, "segmentation must be 3d"
+        stuff = properties["sitk_stuff"]
+        dtype = np.uint8 if seg.size == 0 or int(seg.max()) < 255 else np.uint16
+        image = sitk.GetImageFromArray(seg.astype(dtype, copy=False))
+        image.SetSpacing(stuff["spacing"])
+        image.SetOrigin(stuff["origin"])
+        image.SetDirection(stuff["direction"])
+        image = sitk.DICOMOrient(image, stuff["original_orientation"])
+        sitk.WriteImage(image, output_fname, True)
+
+
+def reader_writer_for(reader_name: str):
+    """An instance of the reader/writer a model's plans name; ours where the plans name the canonical one."""
+    if reader_name == CANONICAL_READER:
+        return MedalSImageIO()
+    return recursive_find_reader_writer_by_name(reader_name)()
+
+
+def is_canonical(reader_name: str) -> bool:
+    return reader_name in REORIENTING_READERS
+
+
+def npz_spacing_to_array_order(spacing: Sequence[float]) -> list[float]:
+    """Challenge npz ``spacing`` (x, y, z, SimpleITK order) -> per array axis of ``imgs`` (D, H, W)."""
+    values = [float(s) for s in spacing]
+    if len(values) != 3:
+        raise ValueError(f"spacing needs three values, got {values}")
+    return values[::-1]
+
+
+def array_spacing_to_npz_order(spacing: Sequence[float]) -> list[float]:
+    """Per array axis (D, H, W) -> the npz's SimpleITK (x, y, z) order (the inverse of the above)."""
+    return [float(s) for s in spacing][::-1]

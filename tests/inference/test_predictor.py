@@ -1,0 +1,95 @@
+"""The MedalSPredictor session on a smoke model: prompting modes, memory fallback, the session verbs, refusals,
+dynamic resampling."""
+import shutil
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.inference.predictor import load_model
+from nnunetv2_medals.text_prompts.encoder import default_encoder_dir
+from nnunetv2_medals.text_prompts.prompt_file import Prompt
+
+
+def test_parallel_sequential_and_chunked_prompting_agree(preprocessed_phantom, smoke_model):
+    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
+    prompts = [Prompt(t, i + 1) for i, t in enumerate(["liver", "spleen", "left kidney", "lymph node", "kidneys"])]
+    results = {}
+    for mode, kwargs in {"parallel": {}, "sequential": {"sequential": True},
+                         "chunked": {"max_prompts_per_forward": 2}}.items():
+        predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), **kwargs)
+        data, props, masks = predictor.preprocess_case(image, prompts)
+        results[mode] = predictor.predict_preprocessed(data, props, prompts, masks).probabilities
+    np.testing.assert_allclose(results["sequential"], results["parallel"], atol=2e-3)
+    np.testing.assert_allclose(results["chunked"], results["parallel"], atol=2e-3)
+
+
+def test_out_of_memory_falls_back_to_prompt_chunks(preprocessed_phantom, smoke_model, monkeypatch):
+    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
+    prompts = [Prompt(t, i + 1) for i, t in enumerate(["liver", "spleen", "left kidney", "lymph node", "kidneys"])]
+    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
+    data, props, _ = predictor.preprocess_case(image, prompts)
+    reference = predictor.predict_preprocessed(data, props, prompts).probabilities
+    original = type(predictor.network).forward_prompts
+
+    def limited(net, skips, features, text=None, *args, **kwargs):
+        if text.shape[1] > 2:
+            raise torch.OutOfMemoryError("simulated")
+        return original(net, skips, features, text, *args, **kwargs)
+
+    monkeypatch.setattr(type(predictor.network), "forward_prompts", limited)
+    chunked = predictor.predict_preprocessed(data, props, prompts).probabilities
+    assert predictor.max_prompts_per_forward == 2
+    np.testing.assert_allclose(chunked, reference, atol=2e-3)
+
+
+def test_session_api_with_a_mask_prompt(preprocessed_phantom, smoke_model):
+    image = sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0]
+    label = preprocessed_phantom["raw"] / "labelsTs" / image.name.replace("_0000", "")
+    session = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
+    session.set_image([str(image)])
+    session.add_text_prompt("spleen", 1, mask=str(label))
+    session.add_text_prompt("liver", 2)
+    result = session.predict()
+    assert result.label_map.shape == sitk.GetArrayFromImage(sitk.ReadImage(str(image))).shape
+    assert result.probabilities.shape == (2, *result.label_map.shape)
+    assert [p["text"] for p in result.summary["prompts"]] == ["spleen", "liver"]
+
+
+def test_a_different_text_encoder_is_refused(smoke_model, tmp_path):
+    other = tmp_path / "other_encoder"
+    shutil.copytree(default_encoder_dir(), other)
+    (other / "config.json").write_text((other / "config.json").read_text().replace("0.02", "0.05"))
+    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), encoder=str(other))
+    predictor.embed(["liver"])  # trained phrasing: comes from the checkpoint, no encoder needed
+    with pytest.raises(MedalSInputError, match="was trained with"):
+        predictor.embed(["a brand new phrasing"])
+
+
+def test_nan_images_are_refused(preprocessed_phantom, smoke_model):
+    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
+    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
+    data, props, _ = predictor.preprocess_case(image, [Prompt("liver", 1)])
+    data[0, 0, 0, 0] = float("nan")
+    with pytest.raises(MedalSInputError, match="NaN"):
+        predictor.predict_preprocessed(data, props, [Prompt("liver", 1)])
+
+
+def test_dynamic_spacing_follows_the_smallest_prompted_structure(smoke_model):
+    predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), dynamic_alpha=0.5)
+    planned = [float(s) for s in predictor.configuration_manager.spacing]
+    extents = predictor.vocabulary.target_extent_mm
+    fine_image = [s / 4 for s in planned]
+    node = predictor.case_spacing(fine_image, [Prompt("lymph node", 1)])
+    liver = predictor.case_spacing(fine_image, [Prompt("liver", 1)])
+    both = predictor.case_spacing(fine_image, [Prompt("liver", 1), Prompt("enlarged lymph nodes", 2)])
+    assert both == node                                  # the smallest structure decides
+    assert all(n <= p for n, p in zip(node, planned)) and node != planned
+    assert np.prod(node) < np.prod(liver)
+    assert predictor.prompt_extents(["lymph node"])[0].tolist() == extents["lymph node"]
+    # an unrelated prompt has no known size and leaves the plans' spacing
+    assert predictor.case_spacing(fine_image, [Prompt("qwertyuiop zxcvbnm", 1)]) == planned
+    predictor.dynamic_alpha = None
+    assert predictor.case_spacing(fine_image, [Prompt("lymph node", 1)]) == planned

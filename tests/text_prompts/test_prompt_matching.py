@@ -1,0 +1,74 @@
+"""Free text against a model's vocabulary: canonical matches, side correction, far-prompt warnings."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.text_prompts.prompt_matching import VocabularyMatcher
+
+PHANTOM = [("kidneys", ["kidneys", "both kidneys"]), ("liver", ["liver", "the whole liver"]),
+           ("left kidney", ["left kidney", "kidney, left"]), ("right kidney", ["right kidney", "kidney, right"]),
+           ("liver parenchyma", ["liver parenchyma"]), ("liver tumour", ["liver tumour", "hepatic lesion"]),
+           ("spleen", ["spleen", "splenic tissue"])]
+BRAIN = [("left hippocampus", ["left hippocampus", "hippocampus on the left"]),
+         ("right hippocampus", ["right hippocampus", "hippocampus on the right"]),
+         ("left lateral ventricle", ["left lateral ventricle"]), ("right lateral ventricle", ["right lateral ventricle"]),
+         ("right caudate nucleus", ["right caudate nucleus"]), ("left caudate nucleus", ["left caudate nucleus"])]
+
+
+def _matcher(targets, encoder, modality):
+    phrasings = [p for _, ps in targets for p in ps]
+    return VocabularyMatcher(targets, phrasings, encoder.encode(phrasings), modality)
+
+
+@pytest.mark.parametrize("targets,modality,prompt,expected", [
+    (PHANTOM, "CT", "the left-sided kidney", "left kidney"),
+    (PHANTOM, "CT", "dexter kidney", "right kidney"),
+    (PHANTOM, "CT", "Lt kidney", "left kidney"),
+    (PHANTOM, "CT", "the kidney on the right side", "right kidney"),
+    (PHANTOM, "CT", "the tumour inside the liver", "liver tumour"),
+    (PHANTOM, "CT", "both kidneys", "kidneys"),
+    (BRAIN, "MRI", "the hippocampus on the right side", "right hippocampus"),
+    (BRAIN, "MRI", "right-sided lateral ventricle", "right lateral ventricle"),
+    (BRAIN, "MRI", "the right caudate", "right caudate nucleus"),
+])
+def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modality, prompt, expected):
+    (found,) = _matcher(targets, text_encoder, modality).match([prompt], text_encoder.encode([prompt]))
+    assert found.target == expected and found.method == "canonical"
+
+
+def test_far_prompts_are_reported_and_keep_their_own_embedding(text_encoder):
+    matcher = _matcher(PHANTOM, text_encoder, "CT")
+    texts = ["左肾", "🙂🙂", "spleen"]
+    far, emoji, near = matcher.match(texts, text_encoder.encode(texts))
+    assert far.target is None and far.warning and "far from" in far.warning
+    assert emoji.warning
+    assert near.target == "spleen" and near.warning is None and near.cosine > 0.99
+
+
+def _unit(*values):
+    v = np.asarray(values, np.float32)
+    return v / np.linalg.norm(v)
+
+
+def test_a_side_is_never_answered_by_the_other_sides_target():
+    """No canonical match ("ren" is no trained word) and the nearest phrasing is the right kidney's: a prompt that
+    says left gets the left kidney, one that says nothing keeps its own embedding."""
+    targets = [("left kidney", ["left kidney"]), ("right kidney", ["right kidney"]), ("spleen", ["spleen"])]
+    embeddings = np.stack([_unit(1, 0.2, 0), _unit(1, -0.2, 0), _unit(0, 0, 1)])
+    matcher = VocabularyMatcher(targets, ["left kidney", "right kidney", "spleen"], embeddings, "CT")
+    query = np.stack([_unit(1, -0.3, 0)] * 2)
+    left, plain = matcher.match(["ren on the left", "ren"], query)
+    assert left.nearest_target == "right kidney"
+    assert left.target == "left kidney" and left.method == "side corrected"
+    assert plain.target is None and plain.method == "nearest embedding"
+    raw, = matcher.match(["ren on the left"], query[:1], raw=True)
+    assert raw.target is None and raw.method == "raw"
+
+
+def test_a_side_without_counterpart_is_refused():
+    targets = [("right kidney", ["right kidney"]), ("spleen", ["spleen"])]
+    matcher = VocabularyMatcher(targets, ["right kidney", "spleen"], np.stack([_unit(1, 0), _unit(0, 1)]), "CT")
+    with pytest.raises(MedalSInputError, match="no left counterpart"):
+        matcher.match(["ren on the left"], _unit(1, 0.1)[None])

@@ -1,0 +1,152 @@
+"""Free text at prediction -> the model's own vocabulary (paper §2.7, against the targets a model was trained on).
+
+The paper canonicalises free text before it reaches the model. We do it against *the model's* vocabulary: its
+targets and their trained phrasings become the class and variant maps of a :class:`Canonicaliser`, so the same
+rules apply (normalisation, longest variant, laterality, lesion words). For each prompt:
+
+1. **canonical**: the prompt's canonical class is a trained target -> the prompt is answered with that target's
+   trained class embedding (its first phrasing: what validation measured). "the left-sided kidney",
+   "dexter kidney", "the tumour inside the liver" become "left kidney", "right kidney", "liver tumour". A prompt
+   whose words (minus filler words) are part of exactly one target's name, side included, counts too: "the right
+   caudate" -> "right caudate nucleus".
+2. **nearest embedding**: otherwise the prompt's own (raw) embedding is used, and the nearest trained phrasing
+   (cosine) is reported. If the prompt names a side and that nearest phrasing belongs to the *other* side's
+   target, the same-side counterpart's class embedding is used instead (``side corrected``): a prompt that says
+   left is never answered by a right target. With no counterpart the prompt is refused (an error naming it).
+3. A prompt whose nearest cosine is below :data:`FAR_COSINE` gets a warning: it is far from everything the model
+   knows (foreign script, emoji, an unseen structure), and its answer is a guess.
+
+``raw=True`` skips 1 and 2 (every prompt keeps its own embedding) but still reports and warns.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Sequence
+
+import numpy as np
+
+from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.text_prompts.canonical import Canonicaliser, normalise, sentence_side
+from nnunetv2_medals.text_prompts.side_wordings import split_side
+
+#: below this cosine to every trained phrasing a prompt is reported as far from the model's vocabulary (default
+#: encoder: unrelated anatomy ~0.2-0.45, trained paraphrases >= 0.6)
+FAR_COSINE = 0.5
+#: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
+_FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
+                           "segment", "show", "find", "image", "scan", "ct", "mri", "mr", "please", "me"})
+_MODALITY_PREFIX = {"CT": "CT", "MRI": "MR", "PET": "PET", "US": "US", "Microscopy": "Microscopy"}
+
+
+@dataclass(frozen=True)
+class PromptMatch:
+    """How one prompt was read: the trained ``target`` it is answered with (None = its own embedding decides),
+    ``method`` (canonical / side corrected / nearest embedding / raw), the nearest trained phrasing and its cosine,
+    and a warning for prompts far from the vocabulary."""
+
+    text: str
+    target: str | None
+    method: str
+    nearest_phrasing: str
+    nearest_target: str
+    cosine: float
+    warning: str | None = None
+
+    def to_json(self) -> dict:
+        d = asdict(self)
+        d["cosine"] = round(float(self.cosine), 4)
+        return {k: v for k, v in d.items() if k != "text"}
+
+
+class VocabularyMatcher:
+    """Canonical matching of prompts against trained targets.
+
+    ``targets``: (name, phrasings) per target in the model's order; ``phrasings``/``embeddings`` (P, L): every
+    trained phrasing and its embedding; ``modality``: the model's (None: the rules run without one).
+    """
+
+    def __init__(self, targets: Sequence[tuple[str, Sequence[str]]], phrasings: Sequence[str],
+                 embeddings: np.ndarray, modality: str | None = None):
+        self.names = [name for name, _ in targets]
+        self.modality = modality if modality in _MODALITY_PREFIX else "CT"
+        prefix = _MODALITY_PREFIX[self.modality]
+        prompt_map = {f"{prefix}_model": {str(i + 1): [name, *ps] for i, (name, ps) in enumerate(targets)}}
+        self.canonicaliser = Canonicaliser(prompt_map, "model vocabulary")
+        self._targets_of_class: dict[str, list[int]] = {}
+        for (_, class_id), cls in self.canonicaliser.sources.items():
+            self._targets_of_class.setdefault(cls.name, []).append(int(class_id) - 1)
+        self.phrasings = list(phrasings)
+        target_of = {p: i for i, (_, ps) in enumerate(targets) for p in ps}
+        self._phrasing_target = [target_of.get(p, -1) for p in self.phrasings]
+        norms = np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
+        self._unit = np.asarray(embeddings, np.float32) / norms
+        self._sides = [split_side(n) for n in self.names]
+
+    def counterpart(self, target: int, side: str) -> int | None:
+        """The target of the same structure on ``side`` ("right kidney" for "left kidney", side right)."""
+        other_side, structure = self._sides[target]
+        if other_side is None:
+            return None
+        for i, (s, st) in enumerate(self._sides):
+            if s == side and st == structure:
+                return i
+        return None
+
+    def match(self, texts: Sequence[str], embeddings: np.ndarray, raw: bool = False) -> list[PromptMatch]:
+        """One :class:`PromptMatch` per prompt; ``embeddings`` (N, L) are the prompts' own embeddings."""
+        query = np.asarray(embeddings, np.float32)
+        query = query / np.linalg.norm(query, axis=1, keepdims=True).clip(1e-12)
+        cos = query @ self._unit.T
+        out = []
+        for text, row in zip(texts, cos):
+            best = int(np.argmax(row))
+            nearest_target = self._phrasing_target[best]
+            nearest = dict(nearest_phrasing=self.phrasings[best], cosine=float(row[best]),
+                           nearest_target=self.names[nearest_target] if nearest_target >= 0 else "")
+            warning = None
+            if row[best] < FAR_COSINE:
+                warning = (f"prompt {text!r} is far from everything the model was trained on (nearest: "
+                           f"{self.phrasings[best]!r}, cosine {row[best]:.2f}); its result is a guess")
+            if raw:
+                out.append(PromptMatch(text, None, "raw", warning=warning, **nearest))
+                continue
+            target = self._canonical_target(text, row)
+            if target is not None:
+                out.append(PromptMatch(text, self.names[target], "canonical", warning=None, **nearest))
+                continue
+            side = sentence_side(normalise(text))
+            if side is not None and nearest_target >= 0:
+                target_side = self._sides[nearest_target][0]
+                if target_side is not None and target_side != side:
+                    other = self.counterpart(nearest_target, side)
+                    if other is None:
+                        raise MedalSInputError("prompts", text, f"names the {side} side, but the nearest thing the "
+                                                                f"model knows is {self.names[nearest_target]!r} "
+                                                                f"and it has no {side} counterpart")
+                    out.append(PromptMatch(text, self.names[other], "side corrected", warning=warning, **nearest))
+                    continue
+            out.append(PromptMatch(text, None, "nearest embedding", warning=warning, **nearest))
+        return out
+
+    def _canonical_target(self, text: str, cosines: np.ndarray) -> int | None:
+        found = self.canonicaliser.canonicalise(text, self.modality)
+        if found is None:
+            return self._partial_name_target(text)
+        candidates = self._targets_of_class.get(found.name, [])
+        if len(candidates) <= 1:
+            return candidates[0] if candidates else None
+        # targets merged into one class (they share a normalised phrasing): the one with the nearest phrasing
+        best = {t: max((c for c, pt in zip(cosines, self._phrasing_target) if pt == t), default=-1.0)
+                for t in candidates}
+        return max(best, key=best.get)
+
+    def _partial_name_target(self, text: str) -> int | None:
+        """A prompt whose words (minus filler words) are part of exactly one target's name, side included:
+        "the right caudate" -> "right caudate nucleus". Ambiguous ("kidney" with two kidneys) -> None."""
+        words = set(normalise(text).split()) - _FILLER_WORDS
+        if not words:
+            return None
+        side = sentence_side(" ".join(words))
+        hits = [i for i, name in enumerate(self.names)
+                if words <= set(normalise(name).split()) and sentence_side(normalise(name)) == side]
+        return hits[0] if len(hits) == 1 else None
