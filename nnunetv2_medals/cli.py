@@ -64,7 +64,11 @@ def _cmd_predict_npz(args) -> None:
     import numpy as np
     import torch
 
-    from nnunetv2_medals.inference.export import write_challenge_npz
+    import SimpleITK as sitk
+
+    from nnunetv2_medals.geometry import (canonical_image, is_canonical, npz_image, npz_spacing_to_array_order,
+                                          stored_order_image)
+    from nnunetv2_medals.inference.export import challenge_segs, write_challenge_npz
     from nnunetv2_medals.inference.predictor import load_model
     from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
 
@@ -73,7 +77,8 @@ def _cmd_predict_npz(args) -> None:
         raise MedalSInputError(args.i, "-i", "holds no .npz files")
     folds = [f if f == "all" else int(f) for f in args.f]
     predictor = load_model(args.m, folds, args.chk, device=torch.device(args.device),
-                           refinement_rounds=args.refine)
+                           refinement_rounds=args.refine, raw_text=args.raw_text)
+    canonical = is_canonical(predictor.plans_manager.plans["image_reader_writer"])
     out_dir = Path(args.o)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in inputs:
@@ -85,8 +90,20 @@ def _cmd_predict_npz(args) -> None:
             text_prompts = npz["text_prompts"]
             text_prompts = text_prompts.item() if text_prompts.dtype == object else text_prompts
         prompt_file = parse_prompt_file(dict(text_prompts), path)
-        result = predictor.predict_array(image, spacing, prompt_file.prompts, str(path))
-        write_challenge_npz(result, out_dir / path.name)
+        if image.ndim != 3 or np.asarray(spacing).shape != (3,):
+            raise MedalSInputError(path, "imgs", f"needs a (D, H, W) array and 3 spacing values, got shapes "
+                                                 f"{image.shape} and {np.asarray(spacing).shape}")
+        if canonical:
+            # the model reads images in canonical orientation: the npz image as the challenge's converter builds it
+            # (and convert-biomedsegfm wrote its training data), reoriented; segs go back to the npz's voxel order
+            array, props = canonical_image(npz_image(image, spacing))
+            result = predictor.predict_image(array, props, prompt_file.prompts, source=str(path))
+            segs = sitk.GetArrayFromImage(stored_order_image(challenge_segs(result), props))
+        else:
+            result = predictor.predict_array(image, npz_spacing_to_array_order(spacing), prompt_file.prompts,
+                                             str(path))
+            segs = challenge_segs(result)
+        write_challenge_npz(segs, out_dir / path.name)
         print(f"{path.name}: " + ", ".join(f"{p['text']}={p['voxels']} voxels" for p in result.summary["prompts"]))
 
 
@@ -138,6 +155,21 @@ def _cmd_nuclei_sample(args) -> None:
     print(f"wrote the nuclei dataset (3 training quarters, 1 held out) to {target}")
 
 
+def _cmd_list_prompts(args) -> None:
+    from nnunetv2_medals.inference.folders import model_checkpoint
+    from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
+
+    checkpoint = model_checkpoint(args.model, args.f, args.chk)
+    vocabulary = ModelVocabulary.from_checkpoint(checkpoint)
+    print(f"{checkpoint}: {len(vocabulary.targets)} targets, {len(vocabulary.phrasings)} trained phrasings, "
+          f"modality {vocabulary.modality or '-'}, text encoder {vocabulary.text_encoder['id']}")
+    for t in vocabulary.targets:
+        kind = "region of labels " + ", ".join(map(str, t.label_values)) if t.is_region else f"label {t.label_values[0]}"
+        print(f"{t.name}  ({kind}{', instances' if t.instance else ''})")
+        for phrasing in t.phrasings:
+            print(f"    {phrasing}")
+
+
 def _cmd_canonicalise(args) -> None:
     from nnunetv2_medals.text_prompts.canonical import Canonicaliser, default_canonicaliser
 
@@ -181,6 +213,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-chk", default="checkpoint_final.pth")
     p.add_argument("-device", default="cpu", choices=["cpu", "cuda", "mps"])
     p.add_argument("--refine", type=int, default=0, help="Algorithm 2 rounds (default 0)")
+    p.add_argument("--raw_text", action="store_true", help="every prompt keeps its own text embedding (default: "
+                                                           "prompts that canonicalise to a trained target get its)")
     p.set_defaults(func=_cmd_predict_npz)
 
     p = sub.add_parser("evaluate", help="challenge metrics (DSC, NSD, instance F1, DSC-TP) of predictions vs ground truth")
@@ -232,6 +266,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-prompts", default=None, help="challenge-style prompt JSON to build the maps from "
                                                   "(default: the packaged BiomedSegFM file)")
     p.set_defaults(func=_cmd_canonicalise)
+
+    p = sub.add_parser("list-prompts", help="a trained model's targets and the phrasings it was trained on")
+    p.add_argument("model", help="trained model folder (…/Trainer__Plans__configuration, or one of its fold_N)")
+    p.add_argument("-f", default=None, help="fold (default: the first fold_N with the checkpoint)")
+    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.set_defaults(func=_cmd_list_prompts)
 
     p = sub.add_parser("validation-dice", help="per-target Dice of a trained fold's nnU-Net validation")
     p.add_argument("fold_dir", help="nnUNet_results/DatasetX/Trainer__Plans__config/fold_N")

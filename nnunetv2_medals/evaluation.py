@@ -28,6 +28,7 @@ from typing import Iterable
 import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.geometry import npz_spacing_to_array_order
 from nnunetv2_medals.io_utils import atomic_write_bytes, atomic_write_json, read_json
 from nnunetv2_medals.metrics import (challenge_instance_case, challenge_semantic_case, connected_instances, dice,
                                      instance_f1, normalized_surface_dice)
@@ -58,12 +59,13 @@ def _cases(folder: Path) -> dict[str, Path]:
 
 
 def read_label_map(path: Path, npz_key: str) -> tuple[np.ndarray, tuple[float, ...]]:
-    """A label map and its spacing in the array's axis order."""
+    """A label map and its spacing in the array's axis order (challenge npz: ``spacing`` is SimpleITK's x, y, z
+    beside (D, H, W) arrays, :func:`.geometry.npz_spacing_to_array_order`)."""
     if path.name.endswith(".npz"):
         with np.load(path, allow_pickle=False) as npz:
             if npz_key not in npz.files:
                 raise MedalSInputError(path, npz_key, f"missing; the file holds {', '.join(npz.files)}")
-            spacing = tuple(float(s) for s in npz["spacing"]) if "spacing" in npz.files else None
+            spacing = tuple(npz_spacing_to_array_order(npz["spacing"])) if "spacing" in npz.files else None
             return npz[npz_key], spacing
     from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
 
@@ -196,7 +198,10 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, prompts: str | P
                                        pred_is_instance_map=ids_in_pred)
         if challenge:
             try:
-                per_case_challenge[case] = challenge_case(pred, gt, spacing, targets, gt_inst, gt_is_instance_map,
+                # the challenge's script hands the npz spacing (x, y, z) to the surface distances of (D, H, W)
+                # arrays unchanged; --challenge reproduces that
+                stored = spacing[::-1] if ref_path.name.endswith(".npz") else spacing
+                per_case_challenge[case] = challenge_case(pred, gt, stored, targets, gt_inst, gt_is_instance_map,
                                                           tolerance_mm)
             except ValueError as e:
                 raise MedalSInputError(prompts, case, str(e)) from None

@@ -13,7 +13,8 @@ above 255: it always casts to uint8).
 **Challenge npz spacing.** BiomedSegFM npz files store ``imgs`` as (D, H, W) arrays — SimpleITK's array order —
 and ``spacing`` as ``sitk.Image.GetSpacing()``, i.e. (x, y, z) = (W, H, D) order: the challenge baseline does
 ``sitk.GetImageFromArray(imgs)`` then ``SetSpacing(spacing)``. :func:`npz_spacing_to_array_order` is the one place
-that convention is applied.
+that convention is applied; :func:`npz_image` builds the same image, so ``predict-npz`` reorients an npz exactly
+as the training data made by ``convert-biomedsegfm`` (NIfTI files of those images) was reoriented.
 """
 from __future__ import annotations
 
@@ -43,14 +44,37 @@ class MedalSImageIO(SimpleITKIOWithReorient):
 
     def write_seg(self, seg: np.ndarray, output_fname: str, properties: dict) -> None:
         assert seg.ndim == 3, "segmentation must be 3d"
-        stuff = properties["sitk_stuff"]
-        dtype = np.uint8 if seg.size == 0 or int(seg.max()) < 255 else np.uint16
-        image = sitk.GetImageFromArray(seg.astype(dtype, copy=False))
-        image.SetSpacing(stuff["spacing"])
-        image.SetOrigin(stuff["origin"])
-        image.SetDirection(stuff["direction"])
-        image = sitk.DICOMOrient(image, stuff["original_orientation"])
-        sitk.WriteImage(image, output_fname, True)
+        sitk.WriteImage(stored_order_image(seg, properties), output_fname, True)
+
+
+def canonical_image(image: sitk.Image) -> tuple[np.ndarray, dict]:
+    """A SimpleITK image in the canonical orientation: array (1, *S) and reader-style properties (as
+    ``SimpleITKIOWithReorient.read_images`` gives them), for images that do not come from a file."""
+    original = sitk.DICOMOrientImageFilter_GetOrientationFromDirectionCosines(image.GetDirection())
+    oriented = sitk.DICOMOrient(image, "RAS")
+    props = {"sitk_stuff": {"spacing": oriented.GetSpacing(), "origin": oriented.GetOrigin(),
+                            "direction": oriented.GetDirection(), "original_orientation": original},
+             "spacing": [abs(float(s)) for s in oriented.GetSpacing()[::-1]]}
+    return sitk.GetArrayFromImage(oriented)[None].astype(np.float32), props
+
+
+def stored_order_image(seg: np.ndarray, properties: dict) -> sitk.Image:
+    """A canonical-orientation label map (*S) as a SimpleITK image in the input's own voxel order and geometry."""
+    stuff = properties["sitk_stuff"]
+    dtype = np.uint8 if seg.size == 0 or int(seg.max()) < 255 else np.uint16
+    image = sitk.GetImageFromArray(np.ascontiguousarray(seg).astype(dtype, copy=False))
+    image.SetSpacing(stuff["spacing"])
+    image.SetOrigin(stuff["origin"])
+    image.SetDirection(stuff["direction"])
+    return sitk.DICOMOrient(image, stuff["original_orientation"])
+
+
+def npz_image(imgs: np.ndarray, spacing: Sequence[float]) -> sitk.Image:
+    """A challenge npz image as the challenge's converter makes it: ``GetImageFromArray(imgs)`` then
+    ``SetSpacing(spacing)`` (identity direction, i.e. the arrays are taken as LPS voxel order)."""
+    image = sitk.GetImageFromArray(np.asarray(imgs, np.float32))
+    image.SetSpacing([float(s) for s in spacing])
+    return image
 
 
 def reader_writer_for(reader_name: str):
@@ -58,6 +82,11 @@ def reader_writer_for(reader_name: str):
     if reader_name == CANONICAL_READER:
         return MedalSImageIO()
     return recursive_find_reader_writer_by_name(reader_name)()
+
+
+def plans_reader_writer(plans_manager):
+    """The reader/writer of a model's plans (:func:`reader_writer_for` its recorded name)."""
+    return reader_writer_for(plans_manager.plans["image_reader_writer"])
 
 
 def is_canonical(reader_name: str) -> bool:

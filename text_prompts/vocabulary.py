@@ -12,9 +12,11 @@ from dataclasses import dataclass, field
 from typing import Mapping, Sequence
 
 import numpy as np
+import torch
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.text_prompts.encoder import TextEncoder
+from nnunetv2_medals.text_prompts.prompt_matching import PromptMatch, VocabularyMatcher
 
 
 @dataclass(frozen=True)
@@ -80,6 +82,15 @@ class ModelVocabulary:
         return cls(targets, list(state["phrasings"]), np.asarray(state["phrasing_embeddings"]),
                    dict(state["text_encoder"]), state.get("modality"), dict(state.get("target_extent_mm") or {}))
 
+    @classmethod
+    def from_checkpoint(cls, path) -> "ModelVocabulary":
+        """The vocabulary stored in an nnU-Net checkpoint of a MedalSTrainer model."""
+        state = torch.load(path, map_location="cpu", weights_only=False)["network_weights"].get("_extra_state")
+        if not state or not state.get("targets"):
+            raise MedalSInputError(path, "network_weights", "holds no MedalS vocabulary; was it trained with "
+                                                            "MedalSTrainer?")
+        return cls.from_state(state)
+
     # ----------------------------------------------------------------- training views
     @functools.cached_property
     def target_phrasings(self) -> list[list[int]]:
@@ -139,6 +150,34 @@ class ModelVocabulary:
             best = int(np.argmax(row))
             out.append(names[best] if row[best] >= min_similarity else None)
         return out
+
+    # ----------------------------------------------------------------- free text -> trained targets (paper §2.7)
+    @functools.cached_property
+    def matcher(self) -> VocabularyMatcher:
+        """Canonical matching of free text against this vocabulary (:mod:`.prompt_matching`)."""
+        return VocabularyMatcher([(t.name, t.phrasings) for t in self.targets], self.phrasings,
+                                 self.phrasing_embeddings, self.modality)
+
+    def resolve(self, texts: Sequence[str], encoder_override: str | None = None,
+                raw: bool = False) -> tuple[np.ndarray, list[PromptMatch]]:
+        """(N, L) embeddings the network gets for ``texts`` and how each was read: a prompt matched to a trained
+        target (canonically, or side corrected) gets that target's class embedding, any other its own embedding
+        (``raw=True``: every prompt its own)."""
+        own = self.embed(texts, encoder_override)
+        matches = self.matcher.match(texts, own, raw=raw)
+        names = [t.name for t in self.targets]
+        classes = self.class_embeddings
+        out = own.copy()
+        for i, m in enumerate(matches):
+            if m.target is not None:
+                out[i] = classes[names.index(m.target)]
+        return out, matches
+
+    def target(self, name: str) -> VocabularyTarget:
+        for t in self.targets:
+            if t.name == name:
+                return t
+        raise KeyError(name)
 
     def target_extent(self, name: str | None) -> np.ndarray | None:
         """Typical extent (mm, per network axis) of target ``name``, ``None`` when not recorded."""

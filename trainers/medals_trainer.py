@@ -24,6 +24,8 @@ from torch._dynamo import OptimizedModule
 from nnunetv2_medals.datasets.text_prompted import parse_text_prompted_dataset
 from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
 from nnunetv2_medals.paths import ANNOTATED_LABELS_FILE, PLANS_KEY
+from nnunetv2_medals.text_prompts.side_wordings import OPT_OUT_KEY as SIDE_WORDINGS_KEY
+from nnunetv2_medals.text_prompts.side_wordings import with_side_wordings
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 from nnunetv2_medals.training.dynamic_zoom import target_extents_mm, zoom_to_smallest_target
 from nnunetv2_medals.training.lr_schedule import CosineLRScheduler
@@ -55,6 +57,9 @@ class MedalSTrainer(nnUNetTrainer):
             ann_file = Path(base) / ANNOTATED_LABELS_FILE
             annotated = json.loads(ann_file.read_text()) if ann_file.is_file() else None
         self.text_dataset = parse_text_prompted_dataset(dataset_json, f"{base}/dataset.json", annotated)
+        if dataset_json.get(SIDE_WORDINGS_KEY, True):
+            # more ways to say a side than the dataset lists ("kidney on the left side", "left-sided kidney", …)
+            self.text_dataset = with_side_wordings(self.text_dataset)
         labels, regions_class_order = self.text_dataset.nnunet_region_labels()
         # one sigmoid channel per target (regions included): this dataset.json goes into the results folder, so
         # stock nnUNetv2_predict builds the same label handling

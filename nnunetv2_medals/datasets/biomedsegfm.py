@@ -2,8 +2,9 @@
 
 Input: ``NPZ_ROOT`` with one folder per challenge dataset (named as the keys of the challenge prompt JSON, found
 recursively), each holding ``.npz`` files with ``imgs`` (D, H, W; 0-255), ``gts`` (same shape; class ids, or instance
-ids for ``instance_label: 1`` datasets) and ``spacing`` (in the array's axis order, mm). Files without ``gts`` go to
-``imagesTs``.
+ids for ``instance_label: 1`` datasets) and ``spacing`` (mm, SimpleITK's x, y, z order, as the challenge's own
+converter reads it: :func:`..geometry.npz_spacing_to_array_order`). Files without ``gts`` go to ``imagesTs``; every
+NIfTI written is what ``sitk.GetImageFromArray(imgs)`` + ``SetSpacing(spacing)`` gives.
 
 Output (written into a temporary folder and renamed into place, so it appears complete or not at all; the source
 files are only read):
@@ -28,6 +29,7 @@ import numpy as np
 
 from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.geometry import npz_spacing_to_array_order
 from nnunetv2_medals.io_utils import atomic_directory, atomic_write_json, read_json, write_nifti
 from nnunetv2_medals.paths import raw_dataset_folder
 from nnunetv2_medals.text_prompts.canonical import Canonicaliser, modality_of_dataset
@@ -82,7 +84,7 @@ def _read_npz(path: Path) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
     if imgs.min() < 0 or imgs.max() > 255:
         raise MedalSInputError(path, "imgs", f"values must lie in 0-255 (challenge preprocessing), found "
                                              f"{imgs.min()}..{imgs.max()}")
-    return imgs, gts, spacing
+    return imgs, gts, np.asarray(npz_spacing_to_array_order(spacing))
 
 
 def build_label_space(prompt_map: dict, datasets: Sequence[str], canonicaliser) -> tuple[dict[str, _Label],

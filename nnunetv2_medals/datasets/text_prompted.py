@@ -212,6 +212,9 @@ def parse_text_prompted_dataset(ds: Mapping[str, Any], file: str | Path,
         raise MedalSInputError(file, "modality", "nnU-Net reads 'modality' as its legacy channel map (the length of "
                                                  f"{ds['modality']!r} would become the number of input channels); "
                                                  "write the imaging modality as 'imaging_modality'")
+    if not isinstance(ds.get("text_prompt_side_wordings", True), bool):
+        raise MedalSInputError(file, "text_prompt_side_wordings", "must be true or false (false: train only on the "
+                                                                  "listed phrasings, no generated side wordings)")
     modality = None
     if ds.get("imaging_modality") is not None:
         modality = canonical_modality(ds["imaging_modality"], file, "imaging_modality")

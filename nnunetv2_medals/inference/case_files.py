@@ -7,12 +7,13 @@ from typing import Sequence
 import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.geometry import plans_reader_writer
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 
 
 def read_image(predictor, image_files: Sequence[str]) -> tuple[np.ndarray, dict]:
     """An image (C, *S) and its reader properties, with nnU-Net's reader of ``predictor``'s plans."""
-    rw = predictor.plans_manager.image_reader_writer_class()
+    rw = plans_reader_writer(predictor.plans_manager)
     return rw.read_images(list(image_files))
 
 
@@ -22,7 +23,7 @@ def read_case(predictor, image_files: Sequence[str], prompts: Sequence[Prompt]
 
     Missing files, non-finite images and mask prompts of another shape or spacing are one clear error each.
     """
-    rw = predictor.plans_manager.image_reader_writer_class()
+    rw = plans_reader_writer(predictor.plans_manager)
     for f in image_files:
         if not Path(f).is_file():
             raise MedalSInputError(f, "image", "file not found")

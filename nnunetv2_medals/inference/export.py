@@ -90,28 +90,38 @@ def to_image_geometry(probs: torch.Tensor, properties: dict, labels: Sequence[in
     return out.numpy(), label_map
 
 
-def case_summary(prompts: Sequence[Prompt], label_map: np.ndarray, instances: dict, properties: dict) -> dict:
-    """What the per-case JSON holds: per prompt its voxels, volume (mL) and instance count; the spacing(s)."""
+def case_summary(prompts: Sequence[Prompt], label_map: np.ndarray, instances: dict, properties: dict,
+                 prompt_info: Sequence[dict] | None = None) -> dict:
+    """What the per-case JSON holds: per prompt its voxels, volume (mL), instance count and ``prompt_info`` (how the
+    text was matched to the model's vocabulary); the spacing(s)."""
     spacing = properties["spacing"]
     voxel_ml = float(np.prod(spacing)) / 1000.0
+    prompt_info = prompt_info or [{}] * len(prompts)
     return {"prompts": [
         {"text": p.text, "label": p.label, "instance": p.instance, "mask": str(p.mask) if p.mask else None,
          "voxels": int((label_map == p.label).sum()), "volume_ml": round(float((label_map == p.label).sum())
                                                                           * voxel_ml, 3),
-         **({"instances": int(instances[p.label].max())} if p.instance else {})} for p in prompts],
+         **({"instances": int(instances[p.label].max())} if p.instance else {}), **info}
+        for p, info in zip(prompts, prompt_info)],
         "spacing": [float(s) for s in spacing],
         **({"network_spacing": properties["network_spacing"]} if properties.get("network_spacing") else {})}
 
 
 def export_prediction(probs: torch.Tensor, properties: dict, prompts: Sequence[Prompt], plans_manager,
-                      configuration_manager, voxel_budget: int = EXPORT_VOXEL_BUDGET) -> PromptedPrediction:
-    """Network-grid probabilities (N, *grid) of ``prompts`` -> the case's result in the image geometry."""
+                      configuration_manager, voxel_budget: int = EXPORT_VOXEL_BUDGET,
+                      multi_part: Sequence[bool] | None = None,
+                      prompt_info: Sequence[dict] | None = None) -> PromptedPrediction:
+    """Network-grid probabilities (N, *grid) of ``prompts`` -> the case's result in the image geometry.
+
+    ``multi_part[n]`` exempts prompt n from Algorithm 3 (:func:`.postprocessing.is_multi_part`); ``prompt_info[n]``
+    goes into the summary beside prompt n."""
     labels = [p.label for p in prompts]
     probabilities, label_map = to_image_geometry(probs, properties, labels, plans_manager, configuration_manager,
                                                  voxel_budget)
-    label_map, instances = postprocess_label_map(label_map, probabilities, labels, [p.instance for p in prompts])
+    label_map, instances = postprocess_label_map(label_map, probabilities, labels, [p.instance for p in prompts],
+                                                 multi_part=multi_part)
     return PromptedPrediction(label_map, instances, probabilities, tuple(prompts), properties,
-                              case_summary(prompts, label_map, instances, properties))
+                              case_summary(prompts, label_map, instances, properties, prompt_info))
 
 
 def paste_into_image(crop_result: PromptedPrediction, roi: tuple[slice, ...], shape: Sequence[int],
@@ -176,8 +186,8 @@ def challenge_segs(result: PromptedPrediction) -> np.ndarray:
     return segs.astype(np.uint16)
 
 
-def write_challenge_npz(result: PromptedPrediction, path: str | os.PathLike) -> None:
-    """Write ``segs`` as a compressed npz, atomically."""
+def write_challenge_npz(segs: np.ndarray, path: str | os.PathLike) -> None:
+    """Write ``segs`` (:func:`challenge_segs`, in the npz's voxel order) as a compressed npz, atomically."""
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, segs=challenge_segs(result))
+    np.savez_compressed(buffer, segs=np.asarray(segs, np.uint16))
     atomic_write_bytes(path, buffer.getvalue())

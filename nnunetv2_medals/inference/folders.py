@@ -8,6 +8,7 @@ from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 from nnunetv2.utilities.utils import create_lists_from_splitted_dataset_folder
 
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.geometry import plans_reader_writer
 from nnunetv2_medals.inference.case_files import read_case
 from nnunetv2_medals.inference.export import write_prediction
 from nnunetv2_medals.text_prompts.prompt_file import PromptFile
@@ -23,6 +24,19 @@ def coarse_model_folder(fine_model_folder: str, coarse_configuration: str) -> st
                                                       f"{folder.name}; train it with nnUNetv2_train D "
                                                       f"{coarse_configuration} F -tr {trainer} -p {plans}")
     return str(coarse)
+
+
+def model_checkpoint(model_folder: str, fold: str | None = None, checkpoint: str = "checkpoint_final.pth") -> Path:
+    """The checkpoint file of a trained model folder (``…/T__P__C`` with ``fold_N`` inside, or a ``fold_N``)."""
+    folder = Path(model_folder)
+    if (folder / checkpoint).is_file() and fold is None:
+        return folder / checkpoint
+    folds = [folder / f"fold_{fold}"] if fold is not None else sorted(folder.glob("fold_*"))
+    for f in folds:
+        if (f / checkpoint).is_file():
+            return f / checkpoint
+    raise MedalSInputError(folder, checkpoint, "not found" + (f" in fold_{fold}" if fold is not None else
+                                                               " in any fold_N of this model folder"))
 
 
 def predict_prompted_files(predictor, prompt_file: PromptFile, source_folder: str, output_folder: str,
@@ -49,7 +63,7 @@ def predict_prompted_files(predictor, prompt_file: PromptFile, source_folder: st
     lists, outputs, _ = nnUNetPredictor._manage_input_and_output_lists(predictor, source_folder, output_folder, None,
                                                                        overwrite, part_id, num_parts,
                                                                        save_probabilities)
-    reader_writer = predictor.plans_manager.image_reader_writer_class()
+    reader_writer = plans_reader_writer(predictor.plans_manager)
     written = []
     for files, out in zip(lists, outputs):
         case = os.path.basename(out)

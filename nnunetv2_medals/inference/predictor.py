@@ -29,13 +29,16 @@ import torch
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
 from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.geometry import is_canonical, plans_reader_writer
 from nnunetv2_medals.inference.case_files import read_case
 from nnunetv2_medals.inference.export import (EXPORT_VOXEL_BUDGET, PromptedPrediction, export_prediction,
                                               prompt_label_manager, write_prediction)
 from nnunetv2_medals.inference.self_refinement import self_refine
+from nnunetv2_medals.postprocessing import is_multi_part
 from nnunetv2_medals.paths import trainer_dir
 from nnunetv2_medals.resampling import dynamic_spacing
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
+from nnunetv2_medals.text_prompts.prompt_matching import PromptMatch
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 
 
@@ -46,7 +49,9 @@ class MedalSPredictor(nnUNetPredictor):
     ``sequential`` (one prompt per forward), ``max_prompts_per_forward`` (chunk prompts when memory demands; the
     backbone still runs once per tile), ``encoder`` (folder of the text encoder when the recorded one moved; it
     must be the same model), ``dynamic_alpha`` (dynamic resampling, paper §2.5: each case is resampled for its
-    smallest prompted structure so that it fills this fraction of the patch; ``None`` = the plans' spacing).
+    smallest prompted structure so that it fills this fraction of the patch; ``None`` = the plans' spacing),
+    ``raw_text`` (every prompt keeps its own text embedding; by default a prompt that canonicalises to a trained
+    target is answered with that target's trained embedding, paper §2.7, :mod:`..text_prompts.prompt_matching`).
     """
 
     #: voxels per float32 copy the export may hold at once (see :func:`.export.to_image_geometry`)
@@ -57,7 +62,8 @@ class MedalSPredictor(nnUNetPredictor):
     def __init__(self, tile_step_size: float = 0.5, use_gaussian: bool = True, perform_everything_on_device: bool = True,
                  device: torch.device = torch.device("cuda"), verbose: bool = False, allow_tqdm: bool = False,
                  refinement_rounds: int = 0, sequential: bool = False, max_prompts_per_forward: int | None = None,
-                 encoder: str | None = None, seed: int = 0, dynamic_alpha: float | None = None):
+                 encoder: str | None = None, seed: int = 0, dynamic_alpha: float | None = None,
+                 raw_text: bool = False):
         super().__init__(tile_step_size, use_gaussian, False, perform_everything_on_device, device, verbose, False,
                          allow_tqdm)
         self.dynamic_alpha = dynamic_alpha
@@ -65,6 +71,8 @@ class MedalSPredictor(nnUNetPredictor):
         self.sequential = sequential
         self.max_prompts_per_forward = max_prompts_per_forward
         self.encoder_override = encoder
+        self.raw_text = raw_text
+        self._warned: set[str] = set()
         self.rng = np.random.default_rng(seed)
         #: what the checkpoint knows about words (read from the first fold's weights)
         self.vocabulary: ModelVocabulary | None = None
@@ -91,6 +99,21 @@ class MedalSPredictor(nnUNetPredictor):
                                    "holds no MedalS vocabulary; was it trained with MedalSTrainer?")
         self.vocabulary = ModelVocabulary.from_state(state)
         self.allowed_mirroring_axes = None  # mirroring swaps left and right
+        reader = self.plans_manager.plans["image_reader_writer"]
+        if not is_canonical(reader):
+            print(f"note: {model_training_output_dir} was planned before canonical orientation (reader {reader}): it "
+                  f"reads images in their stored voxel order, so left/right are only right for scans stored like "
+                  f"its training data; re-plan with nnUNetv2_plan_and_preprocess_medals and retrain to fix that")
+
+    def resolve_prompts(self, texts: Sequence[str]) -> tuple[torch.Tensor, list[PromptMatch]]:
+        """(N, L) embeddings the network gets and how each prompt was matched to the model's vocabulary; a prompt
+        far from everything the model knows is reported once per session."""
+        embeddings, matches = self.vocabulary.resolve(texts, self.encoder_override, raw=self.raw_text)
+        for m in matches:
+            if m.warning and m.text not in self._warned:
+                self._warned.add(m.text)
+                print(f"warning: {m.warning}")
+        return torch.from_numpy(embeddings), matches
 
     def embed(self, texts: Sequence[str]) -> torch.Tensor:
         """(N, L) embeddings: trained phrasings from the checkpoint, new ones with the model's recorded encoder."""
@@ -101,8 +124,9 @@ class MedalSPredictor(nnUNetPredictor):
         ``None`` when nothing is near enough or the model has no recorded extents."""
         if not self.vocabulary.target_extent_mm:
             return [None] * len(texts)
-        return [self.vocabulary.target_extent(name)
-                for name in self.vocabulary.nearest_target(texts, self.encoder_override)]
+        _, matches = self.vocabulary.resolve(texts, self.encoder_override, raw=self.raw_text)
+        return [self.vocabulary.target_extent(m.target or (m.nearest_target if m.cosine >= 0.6 else None))
+                for m in matches]
 
     def case_spacing(self, image_spacing: Sequence[float], prompts: Sequence[Prompt]) -> list[float]:
         """The spacing a case is resampled to: the plans' unless dynamic resampling is on (paper §2.5, driven by the
@@ -181,7 +205,8 @@ class MedalSPredictor(nnUNetPredictor):
         data = torch.from_numpy(data) if isinstance(data, np.ndarray) else data
         if not torch.isfinite(data).all():
             raise MedalSInputError(properties.get("source", "image"), "image", "contains NaN or infinite values")
-        self._text = self.embed([p.text for p in prompts]).to(self.device)
+        text, matches = self.resolve_prompts([p.text for p in prompts])
+        self._text = text.to(self.device)
         self._n_image_channels = data.shape[0]
         self.label_manager = prompt_label_manager(labels)
         probs = self._probabilities(data, mask_prompts)
@@ -189,7 +214,18 @@ class MedalSPredictor(nnUNetPredictor):
             probs = self_refine(lambda sp: self._probabilities(data, sp), probs, self.refinement_rounds, rng=self.rng)
         with self.network_spacing(properties.get("network_spacing")):
             return export_prediction(probs, properties, prompts, self.plans_manager, self.configuration_manager,
-                                     self.export_voxel_budget)
+                                     self.export_voxel_budget, self._multi_part(prompts, matches),
+                                     [{"match": m.to_json()} for m in matches])
+
+    def _multi_part(self, prompts: Sequence[Prompt], matches: Sequence[PromptMatch]) -> list[bool]:
+        """Per prompt: is its structure several parts (Algorithm 3 leaves it whole)? Judged from the matched
+        target (a region, an instance target, its name) or, unmatched, from the prompt itself."""
+        out = []
+        for p, m in zip(prompts, matches):
+            target = self.vocabulary.target(m.target) if m.target else None
+            out.append(is_multi_part(target.name if target else p.text, bool(target and target.is_region),
+                                     p.instance or bool(target and target.instance)))
+        return out
 
     def preprocess(self, image: np.ndarray, props: dict, prompts: Sequence[Prompt],
                    masks: Sequence[np.ndarray | None] | None = None):
@@ -262,7 +298,7 @@ class MedalSPredictor(nnUNetPredictor):
     def write(self, result: PromptedPrediction, output_file_truncated: str, save_probabilities: bool = False,
               overlay: bool = False) -> None:
         """Write a result with this model's reader/writer and file ending (:func:`.export.write_prediction`)."""
-        write_prediction(result, output_file_truncated, self.plans_manager.image_reader_writer_class(),
+        write_prediction(result, output_file_truncated, plans_reader_writer(self.plans_manager),
                          self.dataset_json["file_ending"], save_probabilities, overlay)
 
 

@@ -3,6 +3,7 @@ import hashlib
 import json
 
 import numpy as np
+import SimpleITK as sitk
 import pytest
 
 from tests.helpers import read_image
@@ -17,7 +18,7 @@ PROMPTS = {
 }
 
 
-def _npz(path, gts, spacing=(2.5, 0.8, 0.8), with_gts=True):
+def _npz(path, gts, spacing=(0.8, 0.8, 2.5), with_gts=True):
     rng = np.random.default_rng(len(str(path)))
     imgs = rng.integers(0, 256, gts.shape).astype(np.uint8)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -39,7 +40,7 @@ def challenge_root(tmp_path):
     g[1:3, 1:3, 1:3], g[4:6, 6:9, 7:11] = 1, 7                     # two tumour instances (ids 1 and 7)
     _npz(root / "train" / "CT" / "CT_Alpha" / "alpha_001.npz", a)
     _npz(root / "train" / "CT" / "CT_Alpha" / "alpha_002.npz", a[:, ::-1].copy())
-    _npz(root / "more" / "CT_Beta" / "beta_001.npz", b, spacing=(3.0, 1.0, 1.0))
+    _npz(root / "more" / "CT_Beta" / "beta_001.npz", b, spacing=(0.8, 1.0, 3.0))   # challenge order: x, y, z
     _npz(root / "more" / "CT_Gamma" / "sub" / "gamma_001.npz", g)
     _npz(root / "more" / "CT_Beta" / "beta_test.npz", b, with_gts=False)
     prompts = tmp_path / "prompt_file" / "prompts.json"
@@ -77,7 +78,10 @@ def test_two_datasets_with_a_shared_class_merge_into_one_valid_dataset(challenge
     assert ds.annotated_labels["CT_Gamma_gamma_001"] == {"liver tumors"}
 
     seg, spacing = read_image(out / "labelsTr" / "CT_Beta_beta_001.nii.gz")
-    assert spacing == (1.0, 1.0, 3.0)                       # SimpleITK order (x, y, z) of the (z, y, x) spacing
+    # what the challenge's converter makes of the file: sitk.GetImageFromArray(imgs) + SetSpacing(spacing)
+    reference = sitk.GetImageFromArray(np.zeros((6, 10, 12), np.uint8))
+    reference.SetSpacing((0.8, 1.0, 3.0))
+    assert np.allclose(spacing, reference.GetSpacing()) and np.allclose(spacing, (0.8, 1.0, 3.0))  # z stays z
     assert (seg[1:3, 1:4, 1:4] == 3).all() and (seg[3:6, 4:9, 5:11] == 1).all()   # CT_Beta's 2 -> global liver
     seg, _ = read_image(out / "labelsTr" / "CT_Gamma_gamma_001.nii.gz")
     assert set(np.unique(seg)) == {0, 4}                    # training labels are binary

@@ -60,5 +60,5 @@ def test_challenge_segs_number_instances_across_instance_prompts(tmp_path):
     assert challenge_segs(result).ravel().tolist() == [1, 1, 2, 3, 0]
     semantic = _result(prompts[:1], np.array([[[1, 0]]], np.uint16), {})
     assert challenge_segs(semantic).dtype == np.uint16 and challenge_segs(semantic).ravel().tolist() == [1, 0]
-    write_challenge_npz(result, tmp_path / "case.npz")
+    write_challenge_npz(challenge_segs(result), tmp_path / "case.npz")
     assert np.load(tmp_path / "case.npz")["segs"].ravel().tolist() == [1, 1, 2, 3, 0]

@@ -96,7 +96,8 @@ def test_challenge_npz_contract(preprocessed_phantom, smoke_model, tmp_path, ins
     scaled = np.clip((arr + 160) / 400 * 255, 0, 255).astype(np.uint8)  # challenge images are 0-255
     inp, out = tmp_path / "in", tmp_path / "out"
     inp.mkdir()
-    np.savez_compressed(inp / "CT_phantom_case.npz", imgs=scaled, spacing=np.array(img.GetSpacing()[::-1]),
+    # challenge order: spacing is SimpleITK's (x, y, z)
+    np.savez_compressed(inp / "CT_phantom_case.npz", imgs=scaled, spacing=np.array(img.GetSpacing()),
                         text_prompts=np.array({"1": "liver", "2": "lymph node", "instance_label": instance_label},
                                               dtype=object))
     before = (inp / "CT_phantom_case.npz").read_bytes()
