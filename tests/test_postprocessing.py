@@ -1,10 +1,8 @@
-"""Label maps from probabilities, Algorithm 3, instance numbering, Algorithm 2 — on hand-built arrays."""
+"""Label maps from probabilities, Algorithm 3, instance numbering — on hand-built arrays."""
 import numpy as np
-import torch
 
 from nnunetv2_medals.postprocessing import (is_multi_part, keep_confident_components, number_instances,
                                             postprocess_label_map, probabilities_to_label_map)
-from nnunetv2_medals.inference.self_refinement import complementary_block_masks, self_refine
 
 
 def test_label_map_is_argmax_where_the_best_reaches_half():
@@ -140,26 +138,3 @@ def test_postprocess_label_map_applies_both_rules():
     out, instances = postprocess_label_map(label_map, probs, [3, 7], [False, True])
     assert np.array_equal(out == 3, organ)
     assert instances[7].max() == 1 and (out == 7).sum() == 27   # the 1-voxel node is dropped
-
-
-def test_complementary_block_masks_partition_the_volume():
-    a, b = complementary_block_masks((10, 12, 9), 4, np.random.default_rng(0))
-    assert a.shape == (10, 12, 9) and not (a & b).any() and (a | b).all()
-    assert 0 < a.float().mean() < 1
-
-
-def test_self_refinement_feeds_each_half_of_the_prediction_back():
-    seen = []
-
-    def predict(prompts):
-        seen.append(prompts.clone())
-        return prompts.clamp(0.2, 0.8) + 0.1
-
-    probs = torch.zeros(2, 8, 8, 8)
-    probs[0, :4] = 0.9
-    out = self_refine(predict, probs, rounds=1, block_sizes=(4,), rng=np.random.default_rng(1))
-    assert len(seen) == 2
-    assert torch.equal(seen[0] + seen[1], (probs >= 0.5).float())   # complementary halves of the mask
-    assert not seen[0].equal(seen[1])
-    assert out.shape == probs.shape
-    assert self_refine(predict, probs, rounds=0).equal(probs)

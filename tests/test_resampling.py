@@ -31,6 +31,13 @@ def test_a_coarse_image_is_never_upsampled_beyond_the_model_spacing_and_big_stru
         dynamic_spacing((1,), (1,), (64,), (10,), alpha=0)
 
 
+def test_a_floor_bounds_the_dynamic_spacing_from_below():
+    # zoom 16 / 32 = 0.5 mm on a 0.25 mm image, bounded to t / 2 = 1 mm; a floor of (2.105, 0.5, 3) lifts it per axis
+    # (the memory guard's spacing: the dynamic rule never undoes it), even above t * max_zoom
+    assert dynamic_spacing((0.25,) * 3, (2,) * 3, (64,) * 3, (16,) * 3, floor=(2.105, 0.5, 5.0)) == pytest.approx(
+        (2.105, 1.0, 5.0))
+
+
 def test_memory_guard_triggers_only_on_an_oversized_roi():
     # 400 mm cube at 1 mm with 100^3 patches: 64e6 voxels > 1.8^3 * 1e6 -> 400 / (1.9 * 100) = 2.105 mm
     spacing, triggered = memory_guard((1, 1, 1), (400, 400, 400), (100, 100, 100))

@@ -33,7 +33,7 @@ from nnunetv2_medals.geometry import is_canonical, plans_reader_writer
 from nnunetv2_medals.inference.case_files import read_case
 from nnunetv2_medals.inference.export import (EXPORT_VOXEL_BUDGET, PromptedPrediction, export_prediction,
                                               prompt_label_manager, write_prediction)
-from nnunetv2_medals.inference.self_refinement import self_refine
+from nnunetv2_medals.inference.self_refinement import complementary_prompt_prediction, self_refine
 from nnunetv2_medals.postprocessing import is_multi_part
 from nnunetv2_medals.paths import trainer_dir
 from nnunetv2_medals.resampling import dynamic_spacing
@@ -72,6 +72,9 @@ class MedalSPredictor(nnUNetPredictor):
         self.max_prompts_per_forward = max_prompts_per_forward
         self.encoder_override = encoder
         self.raw_text = raw_text
+        #: mask prompts are a prediction (two-stage: stage 1's masks), not a user's hint: each voxel then comes from
+        #: the pass of Algorithm 2's two that did not see its own prompt
+        self.prompts_from_prediction = False
         self._warned: set[str] = set()
         self.rng = np.random.default_rng(seed)
         #: what the checkpoint knows about words (read from the first fold's weights)
@@ -209,7 +212,11 @@ class MedalSPredictor(nnUNetPredictor):
         self._text = text.to(self.device)
         self._n_image_channels = data.shape[0]
         self.label_manager = prompt_label_manager(labels)
-        probs = self._probabilities(data, mask_prompts)
+        if mask_prompts is not None and self.prompts_from_prediction:
+            probs = complementary_prompt_prediction(lambda sp: self._probabilities(data, sp), mask_prompts,
+                                                    rng=self.rng)
+        else:
+            probs = self._probabilities(data, mask_prompts)
         if mask_prompts is None and self.refinement_rounds > 0:
             probs = self_refine(lambda sp: self._probabilities(data, sp), probs, self.refinement_rounds, rng=self.rng)
         with self.network_spacing(properties.get("network_spacing")):

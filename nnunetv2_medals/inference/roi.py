@@ -23,10 +23,33 @@ def stage_two_roi(stage_one_label_map: np.ndarray, spacing: Sequence[float], pat
     return roi_from_mask(stage_one_label_map > 0, roi_scale, minimum)
 
 
+def _extent_net(roi: tuple[slice, ...], spacing: Sequence[float], transpose_forward: Sequence[int]) -> list[float]:
+    extent = [(sl.stop - sl.start) * spacing[axis] for axis, sl in enumerate(roi)]
+    return [extent[i] for i in transpose_forward]
+
+
 def guarded_spacing(roi: tuple[slice, ...], spacing: Sequence[float], patch_size: Sequence[int],
                     network_spacing: Sequence[float], transpose_forward: Sequence[int]) -> list[float] | None:
     """The coarser network spacing :func:`memory_guard` asks for on an oversized ROI, ``None`` when it fits."""
-    extent = [(sl.stop - sl.start) * spacing[axis] for axis, sl in enumerate(roi)]
-    extent_net = [extent[i] for i in transpose_forward]
-    guarded, triggered = memory_guard(network_spacing, extent_net, patch_size)
+    guarded, triggered = memory_guard(network_spacing, _extent_net(roi, spacing, transpose_forward), patch_size)
     return list(guarded) if triggered else None
+
+
+def stage_two_spacing(roi: tuple[slice, ...], spacing: Sequence[float], patch_size: Sequence[int],
+                      network_spacing: Sequence[float], transpose_forward: Sequence[int],
+                      dynamic: Sequence[float] | None = None) -> tuple[list[float], bool]:
+    """The network spacing stage 2 runs at on ``roi``, and whether the memory guard decided it.
+
+    ``dynamic`` is the case's dynamic-resampling spacing (paper §2.5, :meth:`MedalSPredictor.case_spacing`; network
+    axis order), ``None`` when dynamic resampling is off (the plans' ``network_spacing``). The memory guard wins:
+    its spacing at the plans' spacing (:func:`guarded_spacing`) is a floor the dynamic spacing cannot go below
+    (per axis max(dynamic, guarded)), and the guard is applied once more at the result, since a dynamic spacing
+    finer than the plans' can itself make the ROI too many voxels.
+    """
+    extent = _extent_net(roi, spacing, transpose_forward)
+    chosen = [float(s) for s in (dynamic if dynamic is not None else network_spacing)]
+    floor = guarded_spacing(roi, spacing, patch_size, network_spacing, transpose_forward)
+    if floor is not None:
+        chosen = [max(c, f) for c, f in zip(chosen, floor)]
+    final, triggered = memory_guard(chosen, extent, patch_size)
+    return list(final), floor is not None or triggered

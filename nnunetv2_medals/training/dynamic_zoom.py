@@ -52,7 +52,10 @@ def zoom_to_smallest_target(data: torch.Tensor, segs: list[torch.Tensor], presen
     target present in it and the case's original spacing - so it zooms in only where the original image was finer
     than the plans, as inference would: a box of ``patch / zoom`` voxels centred on that target is cut out and
     resized back to the patch (trilinear for the image, nearest for the label maps at every deep-supervision scale).
-    Returns how many samples were zoomed.
+    Axes on which that spacing is coarser than the plans' (a zoom-out, e.g. a big structure in an image acquired
+    coarser than the plans) keep zoom 1: the patch was already cut and holds no context beyond its border, and
+    padding would teach the network an artificial edge; inference does zoom out on such axes. Returns how many
+    samples were zoomed.
 
     ``presence`` (B, T) bool, ``extents[t]`` the typical extent (mm) of target t or None, ``original_spacings[b]``
     sample b's original spacing (network axis order).
@@ -67,7 +70,9 @@ def zoom_to_smallest_target(data: torch.Tensor, segs: list[torch.Tensor], presen
             continue
         smallest = min(known, key=lambda t: float(np.prod(extents[t])))
         new = dynamic_spacing(original_spacings[b], spacing, patch, extents[smallest], alpha)
-        zoom = np.asarray(spacing, float) / np.asarray(new, float)
+        # an axis the rule would zoom out keeps zoom 1: the patch holds no context beyond its border to zoom out
+        # into (before, a zoom < 1 gave a crop box larger than the patch and a negative start)
+        zoom = np.maximum(np.asarray(spacing, float) / np.asarray(new, float), 1.0)
         if np.all(zoom <= 1.0 + 1e-6):
             continue
         mask = target_lookup.masks(segs[0][b:b + 1], torch.tensor([[smallest]], device=segs[0].device))[0, 0]

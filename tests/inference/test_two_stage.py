@@ -12,7 +12,9 @@ import torch
 import nnunetv2_medals.inference.predictor as predictor_module
 from nnunetv2_medals.inference.case_files import read_image
 from nnunetv2_medals.inference.predictor import load_model
+from nnunetv2_medals.inference.roi import stage_two_spacing
 from nnunetv2_medals.inference.two_stage import predict_two_stage
+from nnunetv2_medals.resampling import memory_guard
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 from tests.helpers import PHANTOM_ID, run
 
@@ -131,3 +133,105 @@ def test_predict_command_two_stage_and_dynamic_spacing(preprocessed_phantom, smo
     proc = run(["nnUNetv2_predict_medals", *model, "-i", str(inp), "-o", str(tmp_path / "o2"), "-prompts",
                 str(prompts), "--two_stage", "3d_nope"], smoke_model["env"], check=False)
     assert proc.returncode != 0 and "3d_nope" in proc.stderr + proc.stdout
+
+
+def test_stage_two_takes_each_voxel_from_the_pass_that_hid_its_stage_one_prompt(stages, monkeypatch):
+    """Stage-1 masks are a prediction: stage 2 runs twice with complementary block halves of them as prompts and
+    combines P1·M_c + P2·M on the network grid (Algorithm 2's rule), so it cannot copy stage 1's false positives."""
+    coarse, fine, image, props = stages
+    stage1 = np.zeros(image.shape[1:], np.uint16)
+    stage1[6:14, 16:34, 20:44] = 1
+    _force_stage_one(monkeypatch, coarse, stage1)
+    passes = []
+
+    def probabilities(data, spatial):
+        passes.append(None if spatial is None else spatial.clone())
+        value = 0.2 if len(passes) == 1 else 0.9       # pass 1 (prompts on M) says 0.2, pass 2 (on M_c) 0.9
+        return torch.full((1, *data.shape[1:]), value)
+
+    monkeypatch.setattr(fine, "_probabilities", probabilities)
+    grid = {}
+    original = predictor_module.export_prediction
+
+    def record(probs, *args, **kwargs):
+        grid["probs"] = probs.clone()
+        return original(probs, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "export_prediction", record)
+    predict_two_stage(coarse, fine, image, props, [Prompt("liver", 1)])
+    assert len(passes) == 2 and all(p is not None for p in passes)
+    first, second = (p[0] > 0 for p in passes)
+    assert first.any() and second.any() and not (first & second).any()   # complementary halves of one prompt
+    probs = grid["probs"][0]
+    assert torch.all(probs[first] == 0.9) and torch.all(probs[second] == 0.2)
+    assert sorted(probs.unique().tolist()) == pytest.approx([0.2, 0.9])
+    assert fine._probabilities is probabilities                           # the predictor is left as it was
+
+
+def test_memory_guard_is_a_floor_for_dynamic_spacing(stages, monkeypatch):
+    """--dynamic_spacing may zoom up to 2x finer than the spacing it starts from; on an oversized ROI it must not
+    undo the memory guard (it used to take the guarded spacing as its starting point and halve it again)."""
+    coarse, fine, image, props = stages
+    _force_stage_one(monkeypatch, coarse, np.ones(image.shape[1:], np.uint16))   # the ROI is the whole image
+    config = fine.configuration_manager.configuration
+    monkeypatch.setitem(config, "patch_size", [8, 8, 8])
+    planned = [float(s) for s in config["spacing"]]
+    # a finer image (half the spacing) and a small structure: the dynamic rule zooms in below the plans' spacing
+    # (here (3.33, 3.57, 3.57) against planned (6.65, 4.76, 4.76) and a guard floor of (6.65, 7.88, 10.51); the old
+    # code ran stage 2 at (3.33, 3.94, 5.26), half the guard's spacing on every axis: 8x its voxels)
+    fine_props = {**props, "spacing": [s / 2 for s in props["spacing"]]}
+    transpose = fine.plans_manager.transpose_forward
+    extent = [image.shape[1:][i] * fine_props["spacing"][i] for i in transpose]
+    guard_floor, triggered = memory_guard(planned, extent, [8, 8, 8])
+    assert triggered
+    fine.dynamic_alpha = 0.5
+    dynamic = fine.case_spacing(fine_props["spacing"], [Prompt("lymph node", 1)])
+    assert all(d < p for d, p in zip(dynamic, planned))
+    used = {}
+    original = predictor_module.export_prediction
+
+    def record(probs, properties, prompts, plans_manager, configuration_manager, *args, **kwargs):
+        if configuration_manager is fine.configuration_manager:
+            used["spacing"] = list(config["spacing"])
+        return original(probs, properties, prompts, plans_manager, configuration_manager, *args, **kwargs)
+
+    monkeypatch.setattr(predictor_module, "export_prediction", record)
+    result = predict_two_stage(coarse, fine, image, fine_props, [Prompt("lymph node", 1)])
+    info = result.summary["two_stage"]
+    assert info["memory_guard"]
+    assert used["spacing"] == pytest.approx(info["stage2_spacing"])
+    assert all(u >= g - 1e-9 for u, g in zip(used["spacing"], guard_floor)), (used["spacing"], guard_floor)
+    assert fine.dynamic_alpha == 0.5 and config["spacing"] == planned
+
+
+def test_fallback_result_carries_the_readers_properties_and_can_be_written(stages, monkeypatch, tmp_path):
+    coarse, fine, image, props = stages
+    assert "sitk_stuff" in props
+    _force_stage_one(monkeypatch, coarse, np.zeros(image.shape[1:], np.uint16))
+    result = predict_two_stage(coarse, fine, image, props, [Prompt("liver", 1)], source="case.nii.gz")
+    assert result.summary["two_stage"]["fallback"]
+    assert result.properties["sitk_stuff"] == props["sitk_stuff"] and result.properties["source"] == "case.nii.gz"
+    fine.write(result, str(tmp_path / "case"))
+    written = sitk.ReadImage(str(tmp_path / "case.nii.gz"))
+    assert written.GetSize() == tuple(reversed(image.shape[1:]))
+    assert written.GetSpacing() == pytest.approx(tuple(reversed(props["spacing"])))
+
+
+def test_stage_two_spacing_by_hand():
+    roi, image_spacing, identity = (slice(0, 400),) * 3, (1.0,) * 3, (0, 1, 2)
+    # 400 mm cube, 100^3 patches at 1 mm: the guard asks for 400 / (1.9 * 100) = 2.105 mm; a dynamic 0.5 mm (or the
+    # plans' 1 mm) cannot go below it, a coarser dynamic 3 mm stays
+    assert stage_two_spacing(roi, image_spacing, (100,) * 3, (1,) * 3, identity, (0.5,) * 3) == (
+        pytest.approx([400 / 190] * 3), True)
+    assert stage_two_spacing(roi, image_spacing, (100,) * 3, (1,) * 3, identity) == (pytest.approx([400 / 190] * 3),
+                                                                                     True)
+    assert stage_two_spacing(roi, image_spacing, (100,) * 3, (1,) * 3, identity, (3.0, 0.5, 0.5)) == (
+        pytest.approx([3.0, 400 / 190, 400 / 190]), True)
+    # 150 mm cube fits at the plans' 1 mm (3.4e6 < 1.8^3 * 1e6 voxels) but not at a dynamic 0.5 mm (27e6): the
+    # guard then coarsens to 150 / 190 = 0.789 mm
+    small = (slice(0, 150),) * 3
+    assert stage_two_spacing(small, image_spacing, (100,) * 3, (1,) * 3, identity) == ([1.0] * 3, False)
+    assert stage_two_spacing(small, image_spacing, (100,) * 3, (1,) * 3, identity, (0.5,) * 3) == (
+        pytest.approx([150 / 190] * 3), True)
+    # a 0.9 mm dynamic spacing keeps it under the trigger: 166^3 = 4.6e6 voxels
+    assert stage_two_spacing(small, image_spacing, (100,) * 3, (1,) * 3, identity, (0.9,) * 3) == ([0.9] * 3, False)

@@ -4,7 +4,6 @@ import json
 import numpy as np
 import pytest
 import torch
-from torch import nn
 
 from nnunetv2_medals.network.medals_network import PADDED_PROMPT_LOGIT, MedalSNetwork, sinusoidal_position_encoding_3d
 from tests.helpers import TINY_TEXT_DIM as L
