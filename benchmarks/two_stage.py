@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from bench_utils import machine, report
@@ -62,7 +61,8 @@ def main() -> None:
     rois, guarded = [], 0
     for case in cases:
         files = [str(RAW / "imagesTs" / f"{case}_0000.nii.gz")]
-        gt = sitk.GetArrayFromImage(sitk.ReadImage(str(RAW / "labelsTs" / f"{case}.nii.gz")))
+        # the ground truth through the model's reader: the same (canonical) orientation as result.label_map
+        gt = read_image(fine, [str(RAW / "labelsTs" / f"{case}.nii.gz")])[0][0]
         for text, value in targets.items():
             prompts = [Prompt(text, 1, instance=value == 6)]
             for mode in modes:

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 from typing import Sequence
 
-from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.errors import MedalSInputError, one_line_errors
+from nnunetv2_medals.io_utils import refuse_output_inside_input
 from nnunetv2_medals.paths import canonical_modality, dataset_id, raw_dataset_folder, trainer_dir
 
 # Each verb imports what only it needs (torch, nnU-Net, the encoder), so `trainer-dir` and `--help` stay instant.
@@ -20,6 +20,10 @@ def _cmd_trainer_dir(args) -> None:
 def _cmd_phantom(args) -> None:
     from nnunetv2_medals.datasets.phantom import write_phantom_dataset
 
+    if args.n < 1 or args.num_test < 0:
+        raise MedalSInputError("command line", "-n" if args.n < 1 else "--num_test",
+                               f"needs at least 1 training case and 0 or more test cases, got -n {args.n}, "
+                               f"--num_test {args.num_test}")
     target = raw_dataset_folder(args.d, "MedalSPhantom", args.o)
     start = time.perf_counter()
     if args.spacing is not None and any(s <= 0 for s in args.spacing):
@@ -72,9 +76,20 @@ def _cmd_predict_npz(args) -> None:
     from nnunetv2_medals.inference.predictor import load_model
     from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
 
+    if not Path(args.i).is_dir():
+        raise MedalSInputError(args.i, "-i", "is not a folder; give the folder of challenge .npz files")
+    refuse_output_inside_input(args.o, {"-i": args.i})
     inputs = sorted(Path(args.i).glob("*.npz"))
     if not inputs:
         raise MedalSInputError(args.i, "-i", "holds no .npz files")
+    if args.refine < 0:
+        raise MedalSInputError("command line", "--refine", f"needs 0 or more rounds, got {args.refine}")
+    _check_device(args.device)
+    from nnunetv2_medals.inference.folders import model_checkpoint
+    from nnunetv2_medals.io_utils import read_npz
+
+    for fold in args.f:
+        model_checkpoint(args.m, fold, args.chk)
     folds = [f if f == "all" else int(f) for f in args.f]
     predictor = load_model(args.m, folds, args.chk, device=torch.device(args.device),
                            refinement_rounds=args.refine, raw_text=args.raw_text)
@@ -82,17 +97,17 @@ def _cmd_predict_npz(args) -> None:
     out_dir = Path(args.o)
     out_dir.mkdir(parents=True, exist_ok=True)
     for path in inputs:
-        with np.load(path, allow_pickle=True) as npz:
-            for key in ("imgs", "spacing", "text_prompts"):
-                if key not in npz.files:
-                    raise MedalSInputError(path, key, "missing; challenge npz files hold imgs, spacing, text_prompts")
-            image, spacing = npz["imgs"], npz["spacing"]
-            text_prompts = npz["text_prompts"]
-            text_prompts = text_prompts.item() if text_prompts.dtype == object else text_prompts
-        prompt_file = parse_prompt_file(dict(text_prompts), path)
+        # arrays without pickle; the challenge's pickled prompt dict through a plain-data-only unpickler
+        npz = read_npz(path, ("imgs", "spacing"), "text_prompts")
+        image, spacing, text_prompts = npz["imgs"], npz["spacing"], npz["text_prompts"]
         if image.ndim != 3 or np.asarray(spacing).shape != (3,):
             raise MedalSInputError(path, "imgs", f"needs a (D, H, W) array and 3 spacing values, got shapes "
                                                  f"{image.shape} and {np.asarray(spacing).shape}")
+        if not (np.issubdtype(np.asarray(spacing).dtype, np.number) and np.all(np.asarray(spacing) > 0)):
+            raise MedalSInputError(path, "spacing", f"needs three positive values, got {np.asarray(spacing)}")
+        if not isinstance(text_prompts, dict):
+            raise MedalSInputError(path, "text_prompts", "must be a dict like {\"1\": \"liver\", \"instance_label\": 0}")
+        prompt_file = parse_prompt_file(dict(text_prompts), path)
         if canonical:
             # the model reads images in canonical orientation: the npz image as the challenge's converter builds it
             # (and convert-biomedsegfm wrote its training data), reoriented; segs go back to the npz's voxel order
@@ -107,9 +122,24 @@ def _cmd_predict_npz(args) -> None:
         print(f"{path.name}: " + ", ".join(f"{p['text']}={p['voxels']} voxels" for p in result.summary["prompts"]))
 
 
+def _check_device(device: str) -> None:
+    """``-device cuda``/``mps`` only where torch has it (checked before any model loads)."""
+    import torch
+
+    available = {"cpu": True, "cuda": torch.cuda.is_available(),
+                 "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()}
+    if not available.get(device, False):
+        raise MedalSInputError("command line", "-device", f"{device} was asked for but this machine (or this torch) "
+                                                          f"has no {device} device; use -device cpu")
+
+
 def _cmd_evaluate(args) -> None:
     from nnunetv2_medals.evaluation import METRICS, evaluate_folders
 
+    if not args.tolerance > 0:
+        raise MedalSInputError("command line", "--tolerance", f"the NSD tolerance is a distance in mm above 0 "
+                                                              f"(default 2), got {args.tolerance}")
+    refuse_output_inside_input(args.o, {"-ref": args.ref, "-pred": args.pred, "-ref_instances": args.ref_instances})
     summary = evaluate_folders(args.ref, args.pred, args.prompts, args.o, args.ref_instances, args.modality,
                                args.tolerance, challenge=args.challenge)
 
@@ -132,6 +162,8 @@ def _cmd_evaluate(args) -> None:
 def _cmd_convert_biomedsegfm(args) -> None:
     from nnunetv2_medals.datasets.biomedsegfm import convert_biomedsegfm
 
+    if args.o is not None:
+        refuse_output_inside_input(args.o, {"-i": args.i})
     start = time.perf_counter()
     out = convert_biomedsegfm(args.i, args.prompts, args.d, args.name, args.datasets, args.o, args.overwrite)
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
@@ -182,6 +214,13 @@ def _cmd_canonicalise(args) -> None:
                                  + (" (instance)" if found.instance else "")))
 
 
+def _cmd_predict(args) -> None:
+    from nnunetv2_medals.inference.one_line import predict_command
+
+    predict_command(args.i, args.o, args.m, args.p, args.instance, args.mask, args.prompts, args.device, args.preview,
+                    args.output_type, args.f, args.chk, args.encoder)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="nnunetv2_medals", description="nnunetv2-medals utilities")
     sub = parser.add_subparsers(dest="verb", required=True)
@@ -228,10 +267,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                     "read from each prompt's text)")
     p.add_argument("--tolerance", type=float, default=2.0, help="NSD tolerance in mm (default 2)")
     p.add_argument("--challenge", action="store_true",
-                   help="also score each case as the challenge's CVPR25_text_eval.py does (semantic: DSC/NSD over "
+                   help="also score each case by the rules of the challenge's CVPR25_text_eval.py (semantic: DSC/NSD over "
                         "every prompted class, predicted-but-absent 0, absent-from-both skipped, spacing used as "
                         "stored; instance: F1 only, binary predictions split with cc3d) and average over cases; "
-                        "written to summary.json 'challenge' beside the per-class report")
+                        "written to summary.json 'challenge' beside the per-class report; NSD is our surface-voxel "
+                        "NSD, not the script's surfel version)")
     p.set_defaults(func=_cmd_evaluate)
 
     p = sub.add_parser("convert-biomedsegfm", help="challenge npz datasets -> one text-prompted nnU-Net dataset")
@@ -276,15 +316,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("validation-dice", help="per-target Dice of a trained fold's nnU-Net validation")
     p.add_argument("fold_dir", help="nnUNet_results/DatasetX/Trainer__Plans__config/fold_N")
     p.set_defaults(func=_cmd_validation_dice)
+
+    p = sub.add_parser("predict", help="segment scans (NIfTI, NRRD, MHA, DICOM series) from text in one line")
+    p.add_argument("-i", nargs="+", required=True, help="image files, DICOM series folders, or folders of either")
+    p.add_argument("-o", required=True, help="output folder (not an input folder)")
+    p.add_argument("-m", required=True, help="trained model folder (…/Trainer__Plans__configuration) or model zip")
+    p.add_argument("-p", nargs="+", default=[], metavar="TEXT", help="what to segment; labels 1, 2, … in order")
+    p.add_argument("--instance", nargs="+", default=[], metavar="TEXT", help="instance prompts (labels after -p's)")
+    p.add_argument("--prompts", default=None, help="prompt JSON instead of -p/--instance (its label values)")
+    p.add_argument("--mask", nargs="+", default=[], metavar="TEXT=FILE", help="mask prompt for the -p prompt TEXT")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--preview", action="store_true", help="also write NAME_overlay.png")
+    p.add_argument("--output_type", default="nifti", choices=["nifti", "dicom_seg"], help="dicom_seg: also a DICOM SEG")
+    p.add_argument("-f", nargs="+", default=None, help="folds (default: every fold with the checkpoint)")
+    p.add_argument("-chk", default="checkpoint_final.pth")
+    p.add_argument("--encoder", default=None, help="the model's text encoder folder, when not where it was recorded")
+    p.set_defaults(func=_cmd_predict)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    try:
+    with one_line_errors(FileExistsError):
         args.func(args)
-    except (MedalSInputError, FileExistsError) as e:
-        sys.exit(f"error: {e}")
 
 
 if __name__ == "__main__":

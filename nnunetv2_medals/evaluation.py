@@ -13,7 +13,9 @@ all instance targets hold instance ids (what ``predict-npz`` writes); a single v
 ``summary.json`` holds ``mean`` ({DSC, NSD, F1, DSC_TP}, macro over targets, null where not applicable),
 ``per_class``, ``per_modality`` and ``per_case``; ``metrics.csv`` has one row per (case, target) and ``per_class.png``
 plots the per-target means. With ``challenge=True`` it also holds ``challenge``: every case scored as the challenge's
-``CVPR25_text_eval.py`` does (metrics.challenge_semantic_case / challenge_instance_case), then averaged over cases.
+``CVPR25_text_eval.py`` does (metrics.challenge_semantic_case / challenge_instance_case), then averaged over cases —
+by its rules, with two differences: NSD is our surface-voxel NSD (the script uses surfel areas) and case scores
+are not rounded to 4 decimals as the script does.
 """
 from __future__ import annotations
 
@@ -26,12 +28,16 @@ from pathlib import Path
 from typing import Iterable
 
 import numpy as np
+from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.geometry import npz_spacing_to_array_order
+from nnunetv2_medals.geometry import canonical_reader_name, npz_spacing_to_array_order, reader_writer_for
 from nnunetv2_medals.io_utils import atomic_write_bytes, atomic_write_json, read_json
 from nnunetv2_medals.metrics import (challenge_instance_case, challenge_semantic_case, connected_instances, dice,
                                      instance_f1, normalized_surface_dice)
+from nnunetv2_medals.paths import canonical_modality
+from nnunetv2_medals.text_prompts.canonical import canonicalise
+from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
 
 METRICS = ("DSC", "NSD", "F1", "DSC_TP")
 _IMAGE_ENDINGS = (".nii.gz", ".nii", ".nrrd", ".mha", ".gipl", ".npz")
@@ -67,17 +73,15 @@ def read_label_map(path: Path, npz_key: str) -> tuple[np.ndarray, tuple[float, .
                 raise MedalSInputError(path, npz_key, f"missing; the file holds {', '.join(npz.files)}")
             spacing = tuple(npz_spacing_to_array_order(npz["spacing"])) if "spacing" in npz.files else None
             return npz[npz_key], spacing
-    from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_file_ending
-
     ending = path.name[len(_case_id(path)):]
-    reader = determine_reader_writer_from_file_ending(ending, str(path), verbose=False)()
-    seg, properties = reader.read_seg(str(path))
+    # read in the canonical orientation: a ground truth and a prediction stored in different voxel orders still
+    # compare voxel for voxel (nnU-Net's plain readers would compare mirrored arrays)
+    default = determine_reader_writer_from_file_ending(ending, str(path), verbose=False)
+    seg, properties = reader_writer_for(canonical_reader_name(default.__name__)).read_seg(str(path))
     return seg[0], tuple(float(s) for s in properties["spacing"])
 
 
 def evaluation_targets(prompt_file, case_id: str, modality: str | None) -> list[EvalTarget]:
-    from nnunetv2_medals.text_prompts.canonical import canonicalise
-
     targets = []
     for p in prompt_file.prompts_for(case_id):
         mod = modality or prompt_file.modality
@@ -124,7 +128,8 @@ def evaluate_case(pred: np.ndarray, gt: np.ndarray, spacing, targets: Iterable[E
 def challenge_case(pred: np.ndarray, gt: np.ndarray, spacing, targets: list[EvalTarget],
                    gt_instances: np.ndarray | None = None, gt_is_instance_map: bool = False,
                    tolerance_mm: float = 2.0) -> dict[str, float | None]:
-    """One case scored as ``CVPR25_text_eval.py`` does: {DSC, NSD} over every prompted class id for a semantic case,
+    """One case scored by ``CVPR25_text_eval.py``'s rules (NSD on surface voxels, not rounded; see the module
+    docstring): {DSC, NSD} over every prompted class id for a semantic case,
     {F1} of the whole maps for an instance case (None where the script has NaN)."""
     if not targets:
         return dict.fromkeys(("DSC", "NSD", "F1"))
@@ -162,9 +167,6 @@ def evaluate_folders(ref_dir: str | Path, pred_dir: str | Path, prompts: str | P
                      tolerance_mm: float = 2.0, challenge: bool = False) -> dict:
     """Score every ground-truth case of ``ref_dir`` against ``pred_dir``; writes summary.json, metrics.csv and
     per_class.png into ``out_dir`` (atomically) and returns the summary (with ``challenge`` if asked for)."""
-    from nnunetv2_medals.paths import canonical_modality
-    from nnunetv2_medals.text_prompts.prompt_file import parse_prompt_file
-
     ref_dir, pred_dir, out_dir = Path(ref_dir), Path(pred_dir), Path(out_dir)
     raw = read_json(prompts, "prompt file")
     prompt_file = parse_prompt_file(raw, prompts)

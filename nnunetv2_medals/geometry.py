@@ -29,14 +29,15 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIOWithReorient
 CANONICAL_READER = "SimpleITKIOWithReorient"
 #: readers whose arrays are already in a canonical orientation
 REORIENTING_READERS = frozenset({"SimpleITKIOWithReorient", "NibabelIOWithReorient"})
-#: nnU-Net readers whose files SimpleITK reads too (replaced by the canonical reader when we plan)
-_SIMPLEITK_READABLE = frozenset({"SimpleITKIO", "NibabelIO", "NibabelIOWithReorient"})
+#: nnU-Net's reader -> the reorienting reader our planners record instead (a dataset nnU-Net reads with nibabel,
+#: e.g. a NIfTI whose sform SimpleITK rejects, keeps nibabel: its reorienting twin gives the same canonical arrays)
+_CANONICAL_FOR = {"SimpleITKIO": CANONICAL_READER, "NibabelIO": "NibabelIOWithReorient"}
 
 
 def canonical_reader_name(default_reader_name: str) -> str:
-    """The reader our planners record: the canonical one wherever nnU-Net would read a 3D medical format, else
+    """The reader our planners record: a reorienting one wherever nnU-Net would read a 3D medical format, else
     nnU-Net's own choice (2D natural images, TIFF)."""
-    return CANONICAL_READER if default_reader_name in _SIMPLEITK_READABLE else default_reader_name
+    return _CANONICAL_FOR.get(default_reader_name, default_reader_name)
 
 
 class MedalSImageIO(SimpleITKIOWithReorient):

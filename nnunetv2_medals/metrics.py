@@ -19,8 +19,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Sequence
 
+import cc3d
 import numpy as np
 from scipy import ndimage
+from scipy.optimize import linear_sum_assignment
 
 
 def dice(pred: np.ndarray, gt: np.ndarray) -> float:
@@ -84,8 +86,6 @@ class InstanceScores:
 
 def connected_instances(mask: np.ndarray) -> np.ndarray:
     """Numbered 6-connected components of a binary mask (uint32, 0 = background)."""
-    import cc3d
-
     return cc3d.connected_components(np.ascontiguousarray(mask.astype(np.uint8)), connectivity=6).astype(np.uint32)
 
 
@@ -111,8 +111,6 @@ def match_instances(iou: np.ndarray, iou_threshold: float = 0.5) -> tuple[np.nda
     """The challenge's matching: Hungarian algorithm on cost -[IoU >= t] - IoU / (2n), n = min(#pred, #gt); it first
     maximises the number of pairs reaching the threshold, IoU only breaks ties. Returns the (rows, cols) of the true
     positives (pairs with IoU >= t)."""
-    from scipy.optimize import linear_sum_assignment
-
     n = min(iou.shape)
     if n == 0:
         return np.zeros(0, int), np.zeros(0, int)
@@ -177,8 +175,6 @@ def challenge_instance_case(gt: np.ndarray, seg: np.ndarray, iou_threshold: floa
     components (cc3d), which replace its foreground; both maps are then relabelled 1..K and matched with
     :func:`match_instances`. F1 = 2TP / (2TP + FP + FN), 0 without a true positive, also when both are empty.
     """
-    import cc3d
-
     gt, seg = np.asarray(gt).astype(np.uint8), np.asarray(seg).astype(np.uint8)
     if len(np.unique(seg)) == 2:
         components = cc3d.connected_components(seg, connectivity=6)

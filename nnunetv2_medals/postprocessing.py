@@ -3,6 +3,7 @@
 * :func:`probabilities_to_label_map` — argmax over prompts where the best probability reaches 0.5;
 * :func:`keep_confident_components` — Algorithm 3 (paper §2.9), per single-part semantic class;
 * :func:`number_instances` — instance prompts: connected components, small ones dropped, numbered 1..K;
+* :func:`min_instance_volume_mm3` / :func:`min_instance_voxels` — the size limit of an instance, in mm³;
 * :func:`is_multi_part` — which prompts Algorithm 3 must leave whole (regions, pairs, plurals, lesions).
 """
 from __future__ import annotations
@@ -59,7 +60,7 @@ def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, tau: 
     return out
 
 
-def number_instances(mask: np.ndarray, min_voxels: int = 10) -> np.ndarray:
+def number_instances(mask: np.ndarray, min_voxels: float = 10) -> np.ndarray:
     """Instance prompts: 6-connected components of ``mask`` with at least ``min_voxels`` voxels, numbered 1..K
     by size (largest first). Returns (*S) uint16 (uint32 beyond 65535 instances)."""
     boxes = ndimage.find_objects(mask.astype(np.uint8))
@@ -78,13 +79,34 @@ def number_instances(mask: np.ndarray, min_voxels: int = 10) -> np.ndarray:
     return out
 
 
+#: instance size limit when no trained instance target's size is known: 10 mm³ (10 voxels of 1 mm³)
+MIN_INSTANCE_VOLUME_MM3 = 10.0
+#: otherwise the limit is this fraction of the box of the smallest trained instance target's median extent
+MIN_INSTANCE_BOX_FRACTION = 0.1
+
+
+def min_instance_volume_mm3(instance_extents_mm: Sequence[Sequence[float]] = ()) -> float:
+    """The smallest volume (mm³) an instance may have: ``MIN_INSTANCE_BOX_FRACTION`` of the box spanned by the
+    smallest trained instance target's median extent (``instance_extents_mm``, per axis in mm, one per trained
+    instance target), else ``MIN_INSTANCE_VOLUME_MM3``. A sphere fills 52 % of its box, so a tenth of the box drops
+    only fragments well under the trained instances' size, whatever the voxel grid."""
+    boxes = [float(np.prod(e)) for e in instance_extents_mm if e is not None and len(e) and np.all(np.asarray(e) > 0)]
+    return MIN_INSTANCE_BOX_FRACTION * min(boxes) if boxes else MIN_INSTANCE_VOLUME_MM3
+
+
+def min_instance_voxels(min_volume_mm3: float, spacing_mm: Sequence[float]) -> float:
+    """A volume limit (mm³) in voxels of ``spacing_mm`` (a fraction: components are kept when size >= it)."""
+    return float(min_volume_mm3) / float(np.prod([float(s) for s in spacing_mm]))
+
+
 def postprocess_label_map(label_map: np.ndarray, probabilities: np.ndarray, labels: Sequence[int],
-                          instance: Sequence[bool], min_instance_voxels: int = 10,
+                          instance: Sequence[bool], min_instance_voxels: float = 10,
                           multi_part: Sequence[bool] | None = None) -> tuple[np.ndarray, dict]:
     """Apply Algorithm 3 to every single-part semantic prompt and the small-component rule to instance prompts.
 
     ``multi_part[n]`` (see :func:`is_multi_part`) exempts prompt n from Algorithm 3: a structure made of several
     parts ("both kidneys", a region, multi-focal lesions) keeps all of them. Default: no prompt is exempt.
+    ``min_instance_voxels``: instance components smaller than this are dropped (:func:`min_instance_voxels`).
     Returns the cleaned label map and ``{label: instance map}`` for instance prompts (numbered components).
     """
     if multi_part is None:
@@ -109,12 +131,13 @@ _MULTI_PART_WORDS = frozenset("""both bilateral lungs kidneys adrenals ovaries t
     vertebrae discs bones teeth lips arytenoids vessels veins arteries muscles nodes lymph lesion lesions tumor tumors
     tumour tumours nodule nodules metastasis metastases cyst cysts mass masses polyp polyps stone stones calculi foci
     hyperintensities abnormalities abnormality primaries plaques cells nuclei mitochondria clefts
-    cancer carcinoma gtvn""".split())
+    cancer carcinoma gtvn hippocampi thalami amygdalae lobes ventricles hemispheres nerves glands""".split())
 # Paired organs: without "left"/"right" the class means both sides.
 _PAIRED = ("lung", "kidney", "adrenal gland", "ovary", "testis", "breast", "eye", "eyeball", "optic nerve",
            "cochlea", "parotid", "submandibular gland", "lacrimal gland", "femur", "femoral head", "hip", "humerus",
            "clavicle", "scapula", "carotid artery", "hippocampus", "amygdala", "iliac", "gluteus", "iliopsoas",
-           "autochthon")
+           "autochthon", "thalamus", "caudate", "putamen", "pallidum", "globus pallidus", "accumbens",
+           "lateral ventricle", "cerebellar cortex", "cerebellar hemisphere", "cerebral hemisphere")
 
 
 def is_multi_part(text: str, is_region: bool = False, instance: bool = False) -> bool:
@@ -129,6 +152,8 @@ def is_multi_part(text: str, is_region: bool = False, instance: bool = False) ->
     words = re.findall(r"[a-z]+", text.lower())
     if _MULTI_PART_WORDS.intersection(words):
         return True
+    if "left" in words and "right" in words:
+        return True                                 # "left and right kidney"
     if "left" in words or "right" in words:
         return False
     joined = " " + " ".join(words) + " "

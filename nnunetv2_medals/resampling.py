@@ -27,7 +27,8 @@ def dynamic_spacing(original: Sequence[float], target: Sequence[float], patch: S
         s'_i = min(t_i, z_i)  otherwise             a fine image keeps up to t_i, finer still for a small structure
 
     then clamped to [max(t_i / max_zoom, min(s_i, t_i), floor_i), t_i * max_zoom] (``floor`` wins over the upper
-    bound; the two-stage memory guard passes its spacing as the floor so that this rule never undoes it).
+    bound; a caller that must not go below some spacing, such as a memory limit, passes it as the floor; the
+    two-stage memory guard instead takes the per-axis maximum itself, ``inference/roi.stage_two_spacing``).
 
     How this differs from the paper's §2.5 formula s'_i = max/min(t_i, p_i * alpha * t_i / d_i) (same branches):
 

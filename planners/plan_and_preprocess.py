@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 from os.path import join
+from pathlib import Path
 from typing import Sequence
 
 import nnunetv2.experiment_planning.plan_and_preprocess_entrypoints as stock
@@ -19,12 +20,13 @@ from nnunetv2.experiment_planning.dataset_fingerprint.fingerprint_extractor impo
 from nnunetv2.experiment_planning.plan_and_preprocess_api import (extract_fingerprint_dataset, extract_fingerprints,
                                                                   plan_experiment_dataset, plan_experiments)
 from nnunetv2.imageio.reader_writer_registry import determine_reader_writer_from_dataset_json
-from nnunetv2.paths import nnUNet_raw
+from nnunetv2.paths import nnUNet_preprocessed, nnUNet_raw
 from nnunetv2.utilities.dataset_name_id_conversion import convert_id_to_dataset_name
 
 from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
-from nnunetv2_medals.errors import MedalSInputError
+from nnunetv2_medals.errors import MedalSInputError, one_line_errors
 from nnunetv2_medals.geometry import canonical_reader_name
+from nnunetv2_medals.io_utils import atomic_write_json, read_json
 from nnunetv2_medals.planners.medals_planners import PLANNERS
 from nnunetv2_medals.text_prompts.encoder import resolve_encoder_dir
 
@@ -44,6 +46,10 @@ def _our_args(argv: Sequence[str]) -> tuple[argparse.Namespace, list[str]]:
     return ours, rest
 
 
+#: fingerprint key recording which reader made it
+FINGERPRINT_READER_KEY = "medals_image_reader"
+
+
 class CanonicalFingerprintExtractor(DatasetFingerprintExtractor):
     """nnU-Net's fingerprint (spacings, shapes, intensities) read with the reader our planners record, so the
     fingerprint's per-axis spacing and shape describe the arrays the planner and preprocessing see (canonical
@@ -53,8 +59,21 @@ class CanonicalFingerprintExtractor(DatasetFingerprintExtractor):
         super().__init__(*args, **kwargs)
         example = next(iter(self.dataset.values()))["images"][0]
         default = determine_reader_writer_from_dataset_json(self.dataset_json, example, verbose=False).__name__
-        if canonical_reader_name(default) != default:
-            self.dataset_json = {**self.dataset_json, "overwrite_image_reader_writer": canonical_reader_name(default)}
+        self.reader_name = canonical_reader_name(default)
+        if self.reader_name != default:
+            self.dataset_json = {**self.dataset_json, "overwrite_image_reader_writer": self.reader_name}
+
+    def run(self, overwrite_existing: bool = False) -> dict:
+        """nnU-Net's run; a fingerprint on disk made with another reader (e.g. before canonical orientation) is
+        recomputed even without ``--clean``, and the reader is recorded in it."""
+        path = Path(nnUNet_preprocessed) / self.dataset_name / "dataset_fingerprint.json"
+        if path.is_file() and not overwrite_existing:
+            overwrite_existing = read_json(path, "fingerprint").get(FINGERPRINT_READER_KEY) != self.reader_name
+        fingerprint = super().run(overwrite_existing)
+        if fingerprint.get(FINGERPRINT_READER_KEY) != self.reader_name:
+            fingerprint[FINGERPRINT_READER_KEY] = self.reader_name
+            atomic_write_json(path, fingerprint)
+        return fingerprint
 
 
 def configured_planner(name: str, text_encoder: str | None):
@@ -66,7 +85,12 @@ def configured_planner(name: str, text_encoder: str | None):
 def validate_datasets(dataset_ids: Sequence[int]) -> None:
     """Validate every dataset's text prompts before anything is written."""
     for d in dataset_ids:
-        load_text_prompted_dataset(join(nnUNet_raw, convert_id_to_dataset_name(d)))
+        try:
+            name = convert_id_to_dataset_name(d)
+        except RuntimeError:
+            raise MedalSInputError("command line", "-d", f"no dataset with id {d} in nnUNet_raw ({nnUNet_raw}) or "
+                                                         f"nnUNet_preprocessed") from None
+        load_text_prompted_dataset(join(nnUNet_raw, name))
 
 
 def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
@@ -80,12 +104,10 @@ def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
     planner_name = ours.pl or DEFAULT_PLANNER
     if ours.pl is None:
         rest += ["-pl", DEFAULT_PLANNER]
-    try:
+    with one_line_errors():
         if planner_name in PLANNERS:
             resolve_encoder_dir(ours.text_encoder, field="--text_encoder")
             validate_datasets(ours.d)
-    except MedalSInputError as e:
-        sys.exit(f"error: {e}")
 
     def plan_with_our_planners(dataset_ids, experiment_planner_class_name="ExperimentPlanner", *args, **kwargs):
         if experiment_planner_class_name not in PLANNERS:
@@ -106,4 +128,5 @@ def plan_and_preprocess_entry(argv: Sequence[str] | None = None) -> None:
     stock.extract_fingerprints = fingerprints_in_canonical_orientation
     stock.plan_experiments = plan_with_our_planners
     sys.argv = [sys.argv[0], *rest]
-    stock.plan_and_preprocess_entry()
+    with one_line_errors():
+        stock.plan_and_preprocess_entry()

@@ -78,3 +78,62 @@ def tiny_network(deep_supervision=True, num_classes=4, seed=0, text_dim=TINY_TEX
         query_ffn_dim=64, query_mlp_hidden=16)
     net.apply(net.initialize)
     return net
+
+
+# ---- synthetic scenes for the metric and evaluation tests
+def box(shape, *slices):
+    a = np.zeros(shape, bool)
+    a[slices] = True
+    return a
+
+
+def slabs():
+    """gt: z in [0, 4), pred: z in [0, 5), both spanning the full 6x6 plane of a (10, 6, 6) volume."""
+    shape = (10, 6, 6)
+    return box(shape, slice(0, 5)), box(shape, slice(0, 4))
+
+
+def instance_scene():
+    shape = (24, 24, 24)
+    gt = np.zeros(shape, np.uint16)
+    pred = np.zeros(shape, bool)
+    gt[2:6, 2:6, 2:6] = 1            # predicted exactly: TP, Dice 1
+    pred[2:6, 2:6, 2:6] = True
+    gt[2:6, 10:14, 2:10] = 2         # 128 voxels, predicted split in two components:
+    pred[2:6, 10:14, 2:8] = True     #   96 voxels inside it: IoU 0.75 -> TP, Dice 192/224
+    pred[2:6, 10:14, 9:10] = True    #   16 voxels (gap at x=8): FP
+    gt[10:14, 2:6, 2:6] = 3          # three touching instances of 64 voxels ...
+    gt[10:14, 2:6, 6:10] = 4
+    gt[10:14, 2:6, 10:14] = 5
+    pred[10:14, 2:6, 2:14] = True    # ... merged into one component: IoU 1/3 each -> 3 FN and 1 FP
+    pred[20:22, 20:22, 20:22] = True  # nothing there: FP
+    return pred, gt
+
+
+def line_scene():
+    """Ten voxels in a row. Ground truth A = x 0..6 (id 1), B = x 7..9 (id 2); prediction P2 = x 0, P1 = x 2..9
+    (a gap at x 1). IoU(A, P1) = 5/10 = 0.5, IoU(A, P2) = 1/7, IoU(B, P1) = 3/8, IoU(B, P2) = 0."""
+    gt = np.zeros((1, 1, 10), np.uint8)
+    gt[..., 0:7], gt[..., 7:10] = 1, 2
+    pred = np.zeros((1, 1, 10), bool)
+    pred[..., 0], pred[..., 2:10] = True, True
+    return pred, gt
+
+
+# ---- one world image stored in several voxel orders (orientation tests)
+VOXEL_ORDERS = {"LPS": ((0, 1, 2), ()), "RAS": ((0, 1, 2), (1, 2)), "LAS": ((0, 1, 2), (1,)),
+                "permuted": ((2, 0, 1), (0,))}
+
+
+def store_in_voxel_order(image: sitk.Image, order: str) -> sitk.Image:
+    """The same world image with its voxels stored in another order (permuted and/or flipped axes)."""
+    perm, flips = VOXEL_ORDERS[order]
+    itk_perm = [2 - p for p in perm[::-1]]  # numpy (z, y, x) permutation -> ITK (x, y, z) order
+    out = sitk.PermuteAxes(image, itk_perm)
+    if flips:
+        flip = [False] * 3
+        for axis in flips:
+            flip[2 - axis] = True
+        out = sitk.Flip(out, flip)
+    return out
+

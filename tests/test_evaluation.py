@@ -4,7 +4,7 @@ import json
 import numpy as np
 import pytest
 
-from tests.test_metrics import instance_scene, line_scene, slabs
+from tests.helpers import instance_scene, line_scene, slabs
 
 
 def _write(array, spacing_zyx, path):

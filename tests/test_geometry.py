@@ -6,12 +6,9 @@ import SimpleITK as sitk
 
 from nnunetv2_medals.geometry import (CANONICAL_READER, MedalSImageIO, array_spacing_to_npz_order,
                                       canonical_reader_name, npz_spacing_to_array_order)
+from tests.helpers import VOXEL_ORDERS, store_in_voxel_order
 
 # voxel order name -> (axis permutation of the LPS array (z, y, x), axes flipped afterwards)
-VOXEL_ORDERS = {"LPS": ((0, 1, 2), ()), "RAS": ((0, 1, 2), (1, 2)), "LAS": ((0, 1, 2), (1,)),
-                "permuted": ((2, 0, 1), (0,))}
-
-
 def _lps_scan():
     """An asymmetric scan (a block on the patient's left only) stored LPS, with anisotropic spacing."""
     rng = np.random.default_rng(0)
@@ -21,19 +18,6 @@ def _lps_scan():
     image.SetSpacing((0.8, 1.2, 3.0))
     image.SetOrigin((-10.0, 20.0, 5.0))
     return image
-
-
-def store_in_voxel_order(image: sitk.Image, order: str) -> sitk.Image:
-    """The same world image with its voxels stored in another order (permuted and/or flipped axes)."""
-    perm, flips = VOXEL_ORDERS[order]
-    itk_perm = [2 - p for p in perm[::-1]]  # numpy (z, y, x) permutation -> ITK (x, y, z) order
-    out = sitk.PermuteAxes(image, itk_perm)
-    if flips:
-        flip = [False] * 3
-        for axis in flips:
-            flip[2 - axis] = True
-        out = sitk.Flip(out, flip)
-    return out
 
 
 def test_every_voxel_order_reads_as_one_array_and_writes_back_in_its_own(tmp_path):
@@ -79,7 +63,8 @@ def test_writer_keeps_label_values_above_255(tmp_path):
 
 def test_planners_record_the_canonical_reader_for_medical_formats_only():
     assert canonical_reader_name("SimpleITKIO") == CANONICAL_READER
-    assert canonical_reader_name("NibabelIO") == CANONICAL_READER
+    assert canonical_reader_name("NibabelIO") == "NibabelIOWithReorient"
+    assert canonical_reader_name("NibabelIOWithReorient") == "NibabelIOWithReorient"
     assert canonical_reader_name("Tiff3DIO") == "Tiff3DIO"
     assert canonical_reader_name("NaturalImage2DIO") == "NaturalImage2DIO"
 

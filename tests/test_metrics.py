@@ -6,12 +6,7 @@ import pytest
 
 from nnunetv2_medals.metrics import (challenge_instance_case, challenge_semantic_case, dice, instance_f1,
                                      normalized_surface_dice, surface_voxels)
-
-
-def box(shape, *slices):
-    a = np.zeros(shape, bool)
-    a[slices] = True
-    return a
+from tests.helpers import box, instance_scene, line_scene, slabs
 
 
 def test_dice_of_two_offset_cubes():
@@ -21,12 +16,6 @@ def test_dice_of_two_offset_cubes():
     assert dice(a, a) == 1.0
     assert dice(a, np.zeros_like(a)) == 0.0
     assert dice(np.zeros_like(a), np.zeros_like(a)) == 1.0
-
-
-def slabs():
-    """gt: z in [0, 4), pred: z in [0, 5), both spanning the full 6x6 plane of a (10, 6, 6) volume."""
-    shape = (10, 6, 6)
-    return box(shape, slice(0, 5)), box(shape, slice(0, 4))
 
 
 def test_surface_voxels_of_a_slab():
@@ -60,23 +49,6 @@ def test_nsd_empty_cases():
         normalized_surface_dice(pred, gt, (1, 1))
 
 
-def instance_scene():
-    shape = (24, 24, 24)
-    gt = np.zeros(shape, np.uint16)
-    pred = np.zeros(shape, bool)
-    gt[2:6, 2:6, 2:6] = 1            # predicted exactly: TP, Dice 1
-    pred[2:6, 2:6, 2:6] = True
-    gt[2:6, 10:14, 2:10] = 2         # 128 voxels, predicted split in two components:
-    pred[2:6, 10:14, 2:8] = True     #   96 voxels inside it: IoU 0.75 -> TP, Dice 192/224
-    pred[2:6, 10:14, 9:10] = True    #   16 voxels (gap at x=8): FP
-    gt[10:14, 2:6, 2:6] = 3          # three touching instances of 64 voxels ...
-    gt[10:14, 2:6, 6:10] = 4
-    gt[10:14, 2:6, 10:14] = 5
-    pred[10:14, 2:6, 2:14] = True    # ... merged into one component: IoU 1/3 each -> 3 FN and 1 FP
-    pred[20:22, 20:22, 20:22] = True  # nothing there: FP
-    return pred, gt
-
-
 def test_instance_f1_with_split_and_merged_components():
     pred, gt = instance_scene()
     scores = instance_f1(pred, gt)
@@ -99,16 +71,6 @@ def test_instance_f1_empty_cases():
     assert none.f1 == 0.0 and none.fn == 5 and none.dsc_tp == 0.0
     assert instance_f1(pred, np.zeros_like(gt)).f1 == 0.0
     assert instance_f1(np.zeros_like(pred), np.zeros_like(gt)).f1 == 1.0
-
-
-def line_scene():
-    """Ten voxels in a row. Ground truth A = x 0..6 (id 1), B = x 7..9 (id 2); prediction P2 = x 0, P1 = x 2..9
-    (a gap at x 1). IoU(A, P1) = 5/10 = 0.5, IoU(A, P2) = 1/7, IoU(B, P1) = 3/8, IoU(B, P2) = 0."""
-    gt = np.zeros((1, 1, 10), np.uint8)
-    gt[..., 0:7], gt[..., 7:10] = 1, 2
-    pred = np.zeros((1, 1, 10), bool)
-    pred[..., 0], pred[..., 2:10] = True, True
-    return pred, gt
 
 
 def test_instance_matching_counts_true_positives_before_iou():

@@ -1,5 +1,6 @@
 """Label maps from probabilities, Algorithm 3, instance numbering — on hand-built arrays."""
 import numpy as np
+import pytest
 
 from nnunetv2_medals.postprocessing import (is_multi_part, keep_confident_components, number_instances,
                                             postprocess_label_map, probabilities_to_label_map)
@@ -138,3 +139,23 @@ def test_postprocess_label_map_applies_both_rules():
     out, instances = postprocess_label_map(label_map, probs, [3, 7], [False, True])
     assert np.array_equal(out == 3, organ)
     assert instances[7].max() == 1 and (out == 7).sum() == 27   # the 1-voxel node is dropped
+
+
+def test_instance_size_limit_is_a_volume_from_the_trained_instances():
+    """Issue #19: on the demo's ~4.7 x 4.7 x 6.7 mm grid a real 9-voxel lymph node (~1.3 mL) was dropped by the
+    old 10-voxel rule. The limit is now a volume: a tenth of the box of the smallest trained instance target."""
+    from nnunetv2_medals.postprocessing import (MIN_INSTANCE_VOLUME_MM3, min_instance_volume_mm3,
+                                                min_instance_voxels)
+
+    assert min_instance_volume_mm3([[20.0, 16.0, 16.0], [14.0, 14.0, 14.0]]) == pytest.approx(274.4)
+    assert min_instance_volume_mm3([]) == MIN_INSTANCE_VOLUME_MM3 == 10.0
+    spacing = (6.7, 4.7, 4.7)
+    mask = np.zeros((10, 12, 12), bool)
+    mask[2, 2:5, 2:5] = True                       # a node of 9 voxels (1.33 mL)
+    mask[7, 8, 8] = True                           # a one-voxel fragment (0.15 mL)
+    limit = min_instance_voxels(min_instance_volume_mm3([[14.0, 14.0, 14.0]]), spacing)
+    numbered = number_instances(mask, limit)
+    assert numbered.max() == 1 and (numbered == 1).sum() == 9
+    assert number_instances(mask, 10).max() == 0   # what the old voxel rule did
+    # the same limit on a 1 mm grid: the same volume, many more voxels
+    assert min_instance_voxels(274.4, (1.0, 1.0, 1.0)) == pytest.approx(274.4)

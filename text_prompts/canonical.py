@@ -48,9 +48,9 @@ _ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen",
                      # abbreviations the challenge phrasings use
                      "ivc": "inferior vena cava", "svc": "superior vena cava", "ivd": "intervertebral disc"}
 # other words for a side: Latin (anatomical nomenclature) and radiology-report abbreviations
+# (single letters are not sides: "R/O", "L-spine", "L1")
 _SIDE_SYNONYMS = {"dexter": "right", "dextra": "right", "dextrum": "right", "dextral": "right", "rt": "right",
-                  "r": "right", "sinister": "left", "sinistra": "left", "sinistrum": "left", "sinistral": "left",
-                  "lt": "left", "l": "left"}
+                  "sinister": "left", "sinistra": "left", "sinistrum": "left", "sinistral": "left", "lt": "left"}
 _IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
               "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus"}
 _NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")

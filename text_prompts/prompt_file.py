@@ -10,6 +10,7 @@ Our form::
 
 The BiomedSegFM challenge form ``{"1": "Liver in abdominal CT", "2": "...", "instance_label": 0}`` is accepted too
 (a list of phrasings takes its first). Label values are what the output label map holds; they must be unique.
+Prompt texts are stripped before validation; a text without a single letter is an error.
 """
 from __future__ import annotations
 
@@ -86,6 +87,42 @@ def _validate(obj: Any, schema_def: str, source: Path) -> None:
     raise MedalSInputError(source, _json_path(error.absolute_path), message)
 
 
+def _checked_text(text: Any, source: Path, where: str) -> Any:
+    """A prompt text stripped, refused when it holds no letter (whitespace, digits, punctuation, emoji only: it
+    names nothing); non-strings are left for the schema to report."""
+    if not isinstance(text, str):
+        return text
+    if not any(ch.isalpha() for ch in text):
+        raise MedalSInputError(source, where, f"{text!r} holds no letters; a prompt names a structure in words, "
+                                              f"e.g. \"left kidney\"")
+    return text.strip()
+
+
+def _stripped_texts(obj: dict, source: Path) -> dict:
+    """A copy of a loaded prompt JSON (either form) with every prompt text stripped and checked
+    (:func:`_checked_text`), so the schema's length rules see the text as it will be used."""
+    def prompt_list(items, where):
+        if not isinstance(items, list):
+            return items
+        return [{**item, "text": _checked_text(item["text"], source, f"{where}[{i}].text")}
+                if isinstance(item, dict) and "text" in item else item for i, item in enumerate(items)]
+
+    out = dict(obj)
+    if "prompts" in obj or "cases" in obj:
+        if "prompts" in obj:
+            out["prompts"] = prompt_list(obj["prompts"], "prompts")
+        if isinstance(obj.get("cases"), dict):
+            out["cases"] = {case: ({**spec, "prompts": prompt_list(spec["prompts"], f"cases.{case}.prompts")}
+                                   if isinstance(spec, dict) and "prompts" in spec else spec)
+                            for case, spec in obj["cases"].items()}
+        return out
+    for key, value in obj.items():
+        if key.isdigit():
+            out[key] = ([_checked_text(v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+                        if isinstance(value, list) else _checked_text(value, source, key))
+    return out
+
+
 def _parse_prompt_list(items: list, source: Path, where: str) -> tuple[Prompt, ...]:
     prompts = []
     seen: dict[int, int] = {}
@@ -111,6 +148,7 @@ def parse_prompt_file(obj: Any, source: str | Path = "<prompts>") -> PromptFile:
     source = Path(source)
     if not isinstance(obj, dict):
         raise MedalSInputError(source, "<root>", "must be a JSON object")
+    obj = _stripped_texts(obj, source)
     modality = canonical_modality(obj["modality"], source) if isinstance(obj.get("modality"), str) else None
     if "prompts" in obj or "cases" in obj:
         _validate(obj, "medals", source)

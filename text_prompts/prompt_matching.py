@@ -16,6 +16,10 @@ rules apply (normalisation, longest variant, laterality, lesion words). For each
 3. A prompt whose nearest cosine is below :data:`FAR_COSINE` gets a warning: it is far from everything the model
    knows (foreign script, emoji, an unseen structure), and its answer is a guess.
 
+A canonical match is not taken when the prompt says more than its target: both sides for a one-sided target
+("left and right putamen"), or a word only *other* targets use ("lymph node near the left kidney", "left kidney
+and spleen"); such prompts keep their own embedding.
+
 ``raw=True`` skips 1 and 2 (every prompt keeps its own embedding) but still reports and warns.
 """
 from __future__ import annotations
@@ -81,6 +85,10 @@ class VocabularyMatcher:
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
         self._unit = np.asarray(embeddings, np.float32) / norms
         self._sides = [split_side(n) for n in self.names]
+        # the words each target's name and phrasings use, and the words only other targets use
+        self._target_words = [set(normalise(" ".join([name, *ps])).split()) for name, ps in targets]
+        everything = set().union(*self._target_words) if self._target_words else set()
+        self._other_words = [(everything - own) - _FILLER_WORDS - {"left", "right"} for own in self._target_words]
 
     def counterpart(self, target: int, side: str) -> int | None:
         """The target of the same structure on ``side`` ("right kidney" for "left kidney", side right)."""
@@ -112,8 +120,13 @@ class VocabularyMatcher:
                 continue
             target = self._canonical_target(text, row)
             if target is not None:
-                out.append(PromptMatch(text, self.names[target], "canonical", warning=None, **nearest))
+                out.append(PromptMatch(text, self.names[target], "canonical", warning=warning, **nearest))
                 continue
+            words = set(normalise(text).split())
+            if ({"left", "right"} <= words and warning is None and nearest_target >= 0
+                    and self._sides[nearest_target][0] is not None):
+                warning = (f"prompt {text!r} names both sides and no trained target of both sides matches it; its "
+                           f"own embedding decides (ask for each side separately)")
             side = sentence_side(normalise(text))
             if side is not None and nearest_target >= 0:
                 target_side = self._sides[nearest_target][0]
@@ -129,10 +142,24 @@ class VocabularyMatcher:
         return out
 
     def _canonical_target(self, text: str, cosines: np.ndarray) -> int | None:
+        """The canonical class's target, unless the prompt says more than that target: both sides for a target of
+        one side ("left and right putamen"), or a word of another trained target that this one lacks ("lymph node
+        near the left kidney", "left kidney and spleen") — such prompts are not reduced to one of their parts."""
         found = self.canonicaliser.canonicalise(text, self.modality)
-        if found is None:
-            return self._partial_name_target(text)
-        candidates = self._targets_of_class.get(found.name, [])
+        target = self._partial_name_target(text) if found is None else self._class_target(found.name, cosines)
+        if target is None:
+            return None
+        words = set(normalise(text).split())
+        own = self._target_words[target]
+        if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
+                normalise(self.names[target])) is not None:
+            return None
+        if (words - own - _FILLER_WORDS) & self._other_words[target]:
+            return None
+        return target
+
+    def _class_target(self, name: str, cosines: np.ndarray) -> int | None:
+        candidates = self._targets_of_class.get(name, [])
         if len(candidates) <= 1:
             return candidates[0] if candidates else None
         # targets merged into one class (they share a normalised phrasing): the one with the nearest phrasing
@@ -144,8 +171,8 @@ class VocabularyMatcher:
         """A prompt whose words (minus filler words) are part of exactly one target's name, side included:
         "the right caudate" -> "right caudate nucleus". Ambiguous ("kidney" with two kidneys) -> None."""
         words = set(normalise(text).split()) - _FILLER_WORDS
-        if not words:
-            return None
+        if not words - {"left", "right"}:
+            return None                                  # a side alone names no structure
         side = sentence_side(" ".join(words))
         hits = [i for i, name in enumerate(self.names)
                 if words <= set(normalise(name).split()) and sentence_side(normalise(name)) == side]

@@ -20,7 +20,7 @@ from nnunetv2_medals.text_prompts.canonical import SIDES, normalise, sentence_si
 #: dataset.json key that turns the generation off
 OPT_OUT_KEY = "text_prompt_side_wordings"
 
-_SIDE_TEMPLATES = ("{s} on the {side} side", "{side}-sided {s}", "{s} ({side})", "the {side} {s}",
+_SIDE_TEMPLATES = ("{s} on the {side} side", "{side}-sided {s}", "{s} ({side})", "{s}, {side}", "the {side} {s}",
                    "{s} on the {side}", "{side} side {s}", "the {s} on the {side} side")
 _PAIR_TEMPLATES = ("both {p}", "bilateral {p}", "left and right {s}", "{p} on both sides", "the two {p}")
 _IRREGULAR_PLURALS = {"hippocampus": "hippocampi", "thalamus": "thalami", "nucleus": "nuclei",
@@ -56,7 +56,7 @@ def side_wordings(structure: str, side: str, modality: str | None = None) -> lis
     """Generated wordings of one side of a structure."""
     out = [t.format(s=structure, side=side) for t in _SIDE_TEMPLATES]
     if modality == "MRI":
-        out.append(f"{structure} in the {side} hemisphere")
+        out.append(f"{structure} of the {side} hemisphere")
     return out
 
 

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.text_prompts.encoder import TextEncoder
+from nnunetv2_medals.network.medals_network import vocabulary_state
+from nnunetv2_medals.text_prompts.encoder import DEFAULT_ENCODER, TextEncoder
 from nnunetv2_medals.text_prompts.prompt_matching import PromptMatch, VocabularyMatcher
 
 
@@ -63,7 +64,7 @@ class ModelVocabulary:
                          for t in targets), phrasings, encoder.encode(phrasings), dict(encoder_record), modality)
 
     def to_state(self) -> dict:
-        """Plain-data record stored with the network weights (see ``MedalSNetwork.get_extra_state``)."""
+        """Plain-data record stored with the network weights (see ``network.medals_network.TrainedTargets``)."""
         return {
             "text_encoder": dict(self.text_encoder),
             "modality": self.modality,
@@ -85,7 +86,7 @@ class ModelVocabulary:
     @classmethod
     def from_checkpoint(cls, path) -> "ModelVocabulary":
         """The vocabulary stored in an nnU-Net checkpoint of a MedalSTrainer model."""
-        state = torch.load(path, map_location="cpu", weights_only=False)["network_weights"].get("_extra_state")
+        state = vocabulary_state(torch.load(path, map_location="cpu", weights_only=False)["network_weights"])
         if not state or not state.get("targets"):
             raise MedalSInputError(path, "network_weights", "holds no MedalS vocabulary; was it trained with "
                                                             "MedalSTrainer?")
@@ -128,7 +129,18 @@ class ModelVocabulary:
         """The recorded encoder, loaded once; another model in its place is refused."""
         encoder = self.__dict__.get("_encoder")
         if encoder is None:
-            encoder = TextEncoder(encoder_override or self.text_encoder.get("path"), device="cpu")
+            recorded = self.text_encoder.get("path")
+            try:
+                encoder = TextEncoder(encoder_override or recorded, device="cpu")
+            except MedalSInputError as e:
+                if encoder_override or recorded in (None, DEFAULT_ENCODER):
+                    raise
+                # a model from another machine: its encoder folder stayed there
+                raise MedalSInputError(recorded, "text_encoder.path", f"the model's text encoder "
+                                                                      f"{self.text_encoder['id']!r} was recorded "
+                                                                      f"here, which is not usable on this machine "
+                                                                      f"({e.reason}); copy that encoder folder here "
+                                                                      f"and pass it with --encoder DIR") from None
             if encoder.id != self.text_encoder["id"]:
                 raise MedalSInputError(encoder.encoder_dir, "--encoder",
                                        f"is text encoder {encoder.id!r} but the model was trained with "

@@ -137,6 +137,12 @@ def _parse_labels(ds: Mapping[str, Any], file: Path) -> dict[str, int]:
         raise MedalSInputError(file, "labels.background", "must exist and be 0")
     if len(set(out.values())) != len(out):
         raise MedalSInputError(file, "labels", "label values must be unique")
+    beyond = sorted((v, k) for k, v in out.items() if not 0 <= v < len(out))
+    if beyond:
+        value, name = beyond[0]
+        raise MedalSInputError(file, f"labels.{name}", f"value {value} leaves a gap: nnU-Net needs consecutive label "
+                                                       f"values 0, 1, …, {len(out) - 1}; renumber the labels (and "
+                                                       f"the label files) to close it")
     return out
 
 

@@ -3,12 +3,14 @@
 * :func:`export_prediction` — nnU-Net's export (resampling with the plans' function, un-cropping, un-transposing)
   a few prompts at a time, the label map, Algorithm 3 and instance numbering, the per-case summary;
 * :func:`paste_into_image` — a prediction of an ROI crop put back into the whole image (two-stage);
-* :func:`write_prediction` — label map, instance maps, summary JSON, optional probabilities and PNG overlay;
+* :func:`write_prediction` — label map, instance maps, summary JSON, optional probabilities and PNG overlay, as one
+  unit (temporary names, renames, the JSON last as the case's "complete" marker; :func:`case_files`);
 * :func:`challenge_segs` / :func:`write_challenge_npz` — the BiomedSegFM ``segs`` contract.
 """
 from __future__ import annotations
 
 import io
+import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,9 +21,9 @@ import torch
 from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
 
-from nnunetv2_medals.io_utils import atomic_write_bytes, atomic_write_json
+from nnunetv2_medals.io_utils import atomic_write_bytes
 from nnunetv2_medals.overlay import write_overlay_png
-from nnunetv2_medals.postprocessing import postprocess_label_map
+from nnunetv2_medals.postprocessing import MIN_INSTANCE_VOLUME_MM3, min_instance_voxels, postprocess_label_map
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 
 #: voxels per float32 copy that the export may hold at once (nnU-Net's export keeps ~3 copies of what it is given)
@@ -30,7 +32,10 @@ EXPORT_VOXEL_BUDGET = 2 ** 26
 
 @dataclass
 class PromptedPrediction:
-    """One case's result, in the input image's geometry.
+    """One case's result on the input image's voxel grid, in the reader's array order: for models planned with
+    canonical orientation that is the canonical (RAS) order, which :func:`write_prediction` turns back into the
+    input's own voxel order when it writes the label and instance maps (``properties`` holds what it needs;
+    ``--save_probabilities`` keeps nnU-Net's convention: the reader's array order).
 
     ``label_map`` (*S) holds the prompts' label values; ``instances[label]`` numbers the components of instance
     prompts; ``probabilities`` (N, *S) follow ``prompts``; ``summary`` is what the per-case JSON holds.
@@ -91,9 +96,10 @@ def to_image_geometry(probs: torch.Tensor, properties: dict, labels: Sequence[in
 
 
 def case_summary(prompts: Sequence[Prompt], label_map: np.ndarray, instances: dict, properties: dict,
-                 prompt_info: Sequence[dict] | None = None) -> dict:
+                 prompt_info: Sequence[dict] | None = None, min_instance_volume_mm3: float | None = None) -> dict:
     """What the per-case JSON holds: per prompt its voxels, volume (mL), instance count and ``prompt_info`` (how the
-    text was matched to the model's vocabulary); the spacing(s)."""
+    text was matched to the model's vocabulary); the spacing(s); the instance size limit (mm³) when a prompt is an
+    instance prompt."""
     spacing = properties["spacing"]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     prompt_info = prompt_info or [{}] * len(prompts)
@@ -104,24 +110,30 @@ def case_summary(prompts: Sequence[Prompt], label_map: np.ndarray, instances: di
          **({"instances": int(instances[p.label].max())} if p.instance else {}), **info}
         for p, info in zip(prompts, prompt_info)],
         "spacing": [float(s) for s in spacing],
+        **({"min_instance_volume_mm3": round(float(min_instance_volume_mm3), 3)}
+           if min_instance_volume_mm3 is not None and any(p.instance for p in prompts) else {}),
         **({"network_spacing": properties["network_spacing"]} if properties.get("network_spacing") else {})}
 
 
 def export_prediction(probs: torch.Tensor, properties: dict, prompts: Sequence[Prompt], plans_manager,
                       configuration_manager, voxel_budget: int = EXPORT_VOXEL_BUDGET,
                       multi_part: Sequence[bool] | None = None,
-                      prompt_info: Sequence[dict] | None = None) -> PromptedPrediction:
+                      prompt_info: Sequence[dict] | None = None,
+                      min_instance_volume_mm3: float = MIN_INSTANCE_VOLUME_MM3) -> PromptedPrediction:
     """Network-grid probabilities (N, *grid) of ``prompts`` -> the case's result in the image geometry.
 
     ``multi_part[n]`` exempts prompt n from Algorithm 3 (:func:`.postprocessing.is_multi_part`); ``prompt_info[n]``
-    goes into the summary beside prompt n."""
+    goes into the summary beside prompt n; instance components under ``min_instance_volume_mm3`` (at the image's
+    spacing) are dropped."""
     labels = [p.label for p in prompts]
     probabilities, label_map = to_image_geometry(probs, properties, labels, plans_manager, configuration_manager,
                                                  voxel_budget)
     label_map, instances = postprocess_label_map(label_map, probabilities, labels, [p.instance for p in prompts],
+                                                 min_instance_voxels(min_instance_volume_mm3, properties["spacing"]),
                                                  multi_part=multi_part)
     return PromptedPrediction(label_map, instances, probabilities, tuple(prompts), properties,
-                              case_summary(prompts, label_map, instances, properties, prompt_info))
+                              case_summary(prompts, label_map, instances, properties, prompt_info,
+                                           min_instance_volume_mm3))
 
 
 def paste_into_image(crop_result: PromptedPrediction, roi: tuple[slice, ...], shape: Sequence[int],
@@ -141,34 +153,98 @@ def paste_into_image(crop_result: PromptedPrediction, roi: tuple[slice, ...], sh
                               {**properties, "source": crop_result.properties.get("source")}, summary)
 
 
+def case_files(output_file_truncated: str | os.PathLike, file_ending: str) -> dict[str, list[Path]]:
+    """The files of one case in its output folder: ``outputs`` (label map, ``CASE_instances_labelL``, probabilities,
+    overlay, ``CASE.json``) and ``temporary`` (``.tmp_[PID_]NAME`` left by a run killed while writing them)."""
+    out = Path(output_file_truncated)
+    case = out.name
+
+    def is_case_file(name: str) -> bool:
+        if name in (case + file_ending, f"{case}_probabilities.npz", f"{case}_overlay.png", f"{case}.json"):
+            return True
+        label = name[len(f"{case}_instances_label"):-len(file_ending)] if name.endswith(file_ending) else ""
+        return name.startswith(f"{case}_instances_label") and label.isdigit()
+
+    found = {"outputs": [], "temporary": []}
+    if not out.parent.is_dir():
+        return found
+    for path in out.parent.iterdir():
+        name = path.name
+        if is_case_file(name):
+            found["outputs"].append(path)
+        elif name.startswith(".tmp_"):
+            rest = name[len(".tmp_"):]
+            pid, _, after_pid = rest.partition("_")
+            if is_case_file(rest) or (pid.isdigit() and is_case_file(after_pid)):
+                found["temporary"].append(path)
+    return found
+
+
+def summary_matches(output_file_truncated: str | os.PathLike, prompts: Sequence[Prompt]) -> bool:
+    """Is this case complete (its JSON, written last, exists) and was it predicted with these prompts (text, label,
+    instance, mask)?"""
+    marker = Path(f"{output_file_truncated}.json")
+    try:
+        done = json.loads(marker.read_text())["prompts"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+    key = [(p.text, p.label, p.instance, str(p.mask) if p.mask else None) for p in prompts]
+    try:
+        return key == [(d["text"], d["label"], d["instance"], d["mask"]) for d in done]
+    except (KeyError, TypeError):
+        return False
+
+
 def write_prediction(result: PromptedPrediction, output_file_truncated: str, reader_writer, file_ending: str,
                      save_probabilities: bool = False, overlay: bool = False) -> None:
     """Write the label map (nnU-Net's writer ``reader_writer``), instance maps, the summary JSON, optionally the
-    probabilities and a PNG overlay (three orthogonal slices through each found structure).
+    probabilities and a PNG overlay (three orthogonal slices through each found structure), as one unit.
 
-    Every file goes through a temporary name and a rename, so a crash leaves no half-written output.
+    The case's old JSON goes first (the case is incomplete from then on), every file is written under a temporary
+    name, files of an earlier run that this one does not write (instance maps of other labels, probabilities,
+    overlay) are removed, the new files are renamed into place and the JSON comes last: a case with its JSON is
+    complete, a killed run leaves a case without one (``--continue_prediction`` redoes it) and its ``.tmp_`` files
+    are removed the next time the case is written.
     """
     out = Path(output_file_truncated)
     out.parent.mkdir(parents=True, exist_ok=True)
+    previous = case_files(out, file_ending)
+    for leftover in previous["temporary"]:
+        leftover.unlink(missing_ok=True)
+    marker = out.with_name(out.name + ".json")
+    marker.unlink(missing_ok=True)
+    staged: dict[Path, Path] = {}  # final -> temporary
 
-    def write_seg(array, target: Path):
-        tmp = target.with_name(f".tmp_{os.getpid()}_{target.name}")
-        reader_writer.write_seg(array, str(tmp), result.properties)
+    def stage(target: Path) -> Path:
+        staged[target] = target.with_name(f".tmp_{os.getpid()}_{target.name}")
+        return staged[target]
+
+    try:
+        reader_writer.write_seg(result.label_map, str(stage(out.with_name(out.name + file_ending))),
+                                result.properties)
+        for label, numbered in result.instances.items():
+            reader_writer.write_seg(numbered, str(stage(out.with_name(f"{out.name}_instances_label{label}"
+                                                                      f"{file_ending}"))), result.properties)
+        if save_probabilities:
+            np.savez_compressed(stage(out.with_name(out.name + "_probabilities.npz")),
+                                probabilities=result.probabilities.astype(np.float16),
+                                labels=np.array([p.label for p in result.prompts]))
+        if overlay:
+            image, props = reader_writer.read_images([result.properties["source"]])
+            write_overlay_png(image[0], result.label_map, {p.label: p.text for p in result.prompts},
+                              stage(out.with_name(out.name + "_overlay.png")), props["spacing"])
+        json_tmp = out.with_name(f".tmp_{os.getpid()}_{marker.name}")
+        json_tmp.write_text(json.dumps(result.summary, indent=2) + "\n")
+    except BaseException:
+        for tmp in [*staged.values(), out.with_name(f".tmp_{os.getpid()}_{marker.name}")]:
+            tmp.unlink(missing_ok=True)
+        raise
+    for stale in previous["outputs"]:
+        if stale not in staged and stale != marker:
+            stale.unlink(missing_ok=True)
+    for target, tmp in staged.items():
         os.replace(tmp, target)
-
-    write_seg(result.label_map, out.with_name(out.name + file_ending))
-    for label, numbered in result.instances.items():
-        write_seg(numbered, out.with_name(f"{out.name}_instances_label{label}{file_ending}"))
-    if save_probabilities:
-        tmp = out.with_name(f".tmp_{out.name}_probabilities.npz")
-        np.savez_compressed(tmp, probabilities=result.probabilities.astype(np.float16),
-                            labels=np.array([p.label for p in result.prompts]))
-        os.replace(tmp, out.with_name(out.name + "_probabilities.npz"))
-    if overlay:
-        image, props = reader_writer.read_images([result.properties["source"]])
-        write_overlay_png(image[0], result.label_map, {p.label: p.text for p in result.prompts},
-                          out.with_name(out.name + "_overlay.png"), props["spacing"])
-    atomic_write_json(out.with_name(out.name + ".json"), result.summary)
+    os.replace(json_tmp, marker)
 
 
 def challenge_segs(result: PromptedPrediction) -> np.ndarray:

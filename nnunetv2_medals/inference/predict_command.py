@@ -7,13 +7,15 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 import nnunetv2.inference.predict_from_raw_data as stock
 import torch
 
-from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.inference.folders import coarse_model_folder, predict_prompted_files
+from nnunetv2_medals.errors import MedalSInputError, one_line_errors
+from nnunetv2_medals.inference.folders import coarse_model_folder, model_checkpoint, predict_prompted_files
+from nnunetv2_medals.io_utils import refuse_output_inside_input
 from nnunetv2_medals.inference.predictor import MedalSPredictor, load_model
 from nnunetv2_medals.inference.two_stage import TwoStagePredictor
 from nnunetv2_medals.text_prompts.prompt_file import load_prompt_file
@@ -65,6 +67,57 @@ def _our_args(argv: Sequence[str]):
     return argparse.Namespace(**values), rest
 
 
+def _check_our_args(ours: argparse.Namespace) -> None:
+    """Values our flags may take, checked before the model loads."""
+    if ours.refine < 0:
+        raise MedalSInputError("command line", "--refine", f"needs 0 or more rounds, got {ours.refine}")
+    if ours.max_prompts_per_forward is not None and ours.max_prompts_per_forward < 1:
+        raise MedalSInputError("command line", "--max_prompts_per_forward",
+                               f"needs at least 1 prompt per forward, got {ours.max_prompts_per_forward}")
+    if ours.dynamic_spacing is not None and not ours.dynamic_spacing > 0:
+        raise MedalSInputError("command line", "--dynamic_spacing", f"ALPHA is the fraction of the patch the smallest "
+                                                                    f"structure fills: above 0 (e.g. 0.5), got "
+                                                                    f"{ours.dynamic_spacing}")
+    if not ours.roi_scale > 0:
+        raise MedalSInputError("command line", "--roi_scale", f"needs a positive factor (1.1-1.5), got {ours.roi_scale}")
+
+
+def _check_nnunet_args(rest: Sequence[str]) -> None:
+    """The ordinary mistakes nnU-Net's command would answer with a traceback, checked before the model loads:
+    missing -i folder, -o equal to or inside -i, unknown -d, no trained model or fold, -device cuda without CUDA."""
+    from nnunetv2.utilities.dataset_name_id_conversion import maybe_convert_to_dataset_name
+    from nnunetv2.utilities.file_path_utilities import get_output_folder
+
+    probe = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    for flag in ("-i", "-o", "-d", "-c"):
+        probe.add_argument(flag)
+    probe.add_argument("-p", default="nnUNetPlans")
+    probe.add_argument("-tr", default="nnUNetTrainer")
+    probe.add_argument("-f", nargs="+", default=["0", "1", "2", "3", "4"])
+    probe.add_argument("-chk", default="checkpoint_final.pth")
+    probe.add_argument("-device", default="cuda")
+    args, _ = probe.parse_known_args(list(rest))
+    if None in (args.i, args.o, args.d, args.c):
+        return  # nnU-Net's parser names what is missing
+    if not Path(args.i).is_dir():
+        raise MedalSInputError(args.i, "-i", "is not a folder; give the folder of CASE_0000 images")
+    refuse_output_inside_input(args.o, {"-i": args.i})
+    try:
+        dataset = maybe_convert_to_dataset_name(args.d)
+    except RuntimeError:
+        raise MedalSInputError("command line", "-d", f"no dataset {args.d!r} in nnUNet_raw, nnUNet_preprocessed or "
+                                                     f"nnUNet_results") from None
+    model = Path(get_output_folder(dataset, args.tr, args.p, args.c))
+    if not model.is_dir():
+        raise MedalSInputError(model, "-tr/-p/-c", "no trained model here; train it with nnUNetv2_train "
+                                                   f"{args.d} {args.c} FOLD -tr {args.tr} -p {args.p}")
+    for fold in args.f:
+        model_checkpoint(str(model), str(fold), args.chk)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise MedalSInputError("command line", "-device", "cuda was asked for but this machine has no CUDA device "
+                                                          "(or this torch has no CUDA); use -device cpu")
+
+
 def predict_entry(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     ours, rest = _our_args(argv)
@@ -72,10 +125,11 @@ def predict_entry(argv: Sequence[str] | None = None) -> None:
         print(EXTRA_HELP)
     elif ours.prompts is None:
         sys.exit("error: -prompts FILE is required (use nnUNetv2_predict to segment every trained class)")
-    try:
+    with one_line_errors():
+        _check_our_args(ours)
         prompt_file = load_prompt_file(ours.prompts) if ours.prompts else None
-    except MedalSInputError as e:
-        sys.exit(f"error: {e}")
+        if not ("-h" in rest or "--help" in rest):
+            _check_nnunet_args(rest)
 
     class PromptedPredictor(MedalSPredictor):
         """Takes nnUNetPredictor's constructor arguments, as nnU-Net's entry point passes them."""
@@ -112,7 +166,5 @@ def predict_entry(argv: Sequence[str] | None = None) -> None:
 
     stock.nnUNetPredictor = PromptedPredictor
     sys.argv = [sys.argv[0], *rest]
-    try:
+    with one_line_errors():
         stock.predict_entry_point()
-    except MedalSInputError as e:
-        sys.exit(f"error: {e}")

@@ -34,7 +34,8 @@ from nnunetv2_medals.inference.case_files import read_case
 from nnunetv2_medals.inference.export import (EXPORT_VOXEL_BUDGET, PromptedPrediction, export_prediction,
                                               prompt_label_manager, write_prediction)
 from nnunetv2_medals.inference.self_refinement import complementary_prompt_prediction, self_refine
-from nnunetv2_medals.postprocessing import is_multi_part
+from nnunetv2_medals.network.medals_network import vocabulary_state
+from nnunetv2_medals.postprocessing import is_multi_part, min_instance_volume_mm3
 from nnunetv2_medals.paths import trainer_dir
 from nnunetv2_medals.resampling import dynamic_spacing
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
@@ -96,7 +97,7 @@ class MedalSPredictor(nnUNetPredictor):
         super().initialize_from_trained_model_folder(model_training_output_dir, use_folds, checkpoint_name)
         self.model_folder, self.checkpoint_name = str(model_training_output_dir), checkpoint_name
         self.use_folds = use_folds
-        state = self.list_of_parameters[0].get("_extra_state") or {}
+        state = vocabulary_state(self.list_of_parameters[0]) or {}
         if not state.get("targets"):
             raise MedalSInputError(model_training_output_dir, checkpoint_name,
                                    "holds no MedalS vocabulary; was it trained with MedalSTrainer?")
@@ -130,6 +131,12 @@ class MedalSPredictor(nnUNetPredictor):
         _, matches = self.vocabulary.resolve(texts, self.encoder_override, raw=self.raw_text)
         return [self.vocabulary.target_extent(m.target or (m.nearest_target if m.cosine >= 0.6 else None))
                 for m in matches]
+
+    def min_instance_volume_mm3(self) -> float:
+        """Instances smaller than this (mm³) are dropped: derived from the smallest trained instance target's median
+        extent when the checkpoint records it, else a constant (:func:`.postprocessing.min_instance_volume_mm3`)."""
+        return min_instance_volume_mm3([self.vocabulary.target_extent(t.name) for t in self.vocabulary.targets
+                                        if t.instance and self.vocabulary.target_extent(t.name) is not None])
 
     def case_spacing(self, image_spacing: Sequence[float], prompts: Sequence[Prompt]) -> list[float]:
         """The spacing a case is resampled to: the plans' unless dynamic resampling is on (paper §2.5, driven by the
@@ -222,14 +229,16 @@ class MedalSPredictor(nnUNetPredictor):
         with self.network_spacing(properties.get("network_spacing")):
             return export_prediction(probs, properties, prompts, self.plans_manager, self.configuration_manager,
                                      self.export_voxel_budget, self._multi_part(prompts, matches),
-                                     [{"match": m.to_json()} for m in matches])
+                                     [{"match": m.to_json()} for m in matches],
+                                     min_instance_volume_mm3=self.min_instance_volume_mm3())
 
     def _multi_part(self, prompts: Sequence[Prompt], matches: Sequence[PromptMatch]) -> list[bool]:
-        """Per prompt: is its structure several parts (Algorithm 3 leaves it whole)? Judged from the matched
-        target (a region, an instance target, its name) or, unmatched, from the prompt itself."""
+        """Per prompt: is its structure several parts (Algorithm 3 leaves it whole)? Judged from the matched target
+        (a region, an instance target, its name), else the nearest trained target (cosine >= 0.6), else the prompt."""
         out = []
         for p, m in zip(prompts, matches):
-            target = self.vocabulary.target(m.target) if m.target else None
+            name = m.target or (m.nearest_target if m.cosine >= 0.6 and m.nearest_target else None)
+            target = self.vocabulary.target(name) if name else None
             out.append(is_multi_part(target.name if target else p.text, bool(target and target.is_region),
                                      p.instance or bool(target and target.instance)))
         return out
@@ -270,7 +279,12 @@ class MedalSPredictor(nnUNetPredictor):
     def predict_array(self, image: np.ndarray, spacing: Sequence[float], prompts: Sequence[Prompt],
                       source: str = "array", masks: Sequence[np.ndarray | None] | None = None) -> PromptedPrediction:
         """Predict an in-memory image: (*S) or (C, *S), ``spacing`` in the array's axis order (mm); ``masks``
-        optionally holds one native-geometry mask prompt (or None) per prompt."""
+        optionally holds one native-geometry mask prompt (or None) per prompt.
+
+        The array must be in the orientation the model reads (canonical RAS for models planned by our planners:
+        ``geometry.canonical_image(sitk_image)`` gives array and properties for :meth:`predict_image`, and
+        ``geometry.stored_order_image`` turns a label map back); an array taken as stored, e.g. an LPS scan's
+        ``sitk.GetArrayFromImage``, is mirrored left/right relative to what the model learnt."""
         image = np.asarray(image, dtype=np.float32)
         image = image[None] if image.ndim == 3 else image
         if image.size == 0 or not np.isfinite(image).all():

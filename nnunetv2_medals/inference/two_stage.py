@@ -78,7 +78,11 @@ def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.
             "stage1_s": round(stage1_s, 3)}
     start = time.perf_counter()
     if roi is None:
-        second = fine.predict_array(image, spacing, prompts, source)
+        # the paper's fallback: full-volume inference at the fine model's spacing. Dynamic resampling stays off here:
+        # up to 2x finer per axis on the whole image (8x the voxels) is exactly what the memory guard exists to stop
+        with _at_spacing(fine, cm.spacing):
+            second = fine.predict_array(image, spacing, prompts, source)
+        info["stage2_spacing"] = [float(s) for s in cm.spacing]
         # the reader's properties (the writer needs e.g. ``sitk_stuff``), as the ROI paste gives them
         result = dataclasses.replace(second, properties={**properties, "source": second.properties.get("source")})
     else:

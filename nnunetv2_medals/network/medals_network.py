@@ -5,7 +5,8 @@ Composed of small named parts, each with its hyper-parameters as explicit argume
 * :class:`FeatureDecoder` — nnU-Net's UNet decoder returning features at every resolution (no 1×1 seg heads);
 * :class:`QueryDecoder` — text embeddings -> per-prompt queries that cross-attend to multi-scale image tokens;
 * :class:`PromptFusion` — channel-wise alignment of spatial prompts with the queries and a light 3D conv;
-* :class:`MedalSNetwork` — ResEnc encoder + the three above; what the plans' ``network_class_name`` names.
+* :class:`TrainedTargets` — what a network knows about its dataset's targets (class embeddings, vocabulary);
+* :class:`MedalSNetwork` — ResEnc encoder + the parts above; what the plans' ``network_class_name`` names.
 
 The backbone runs once per tile whatever the number of prompts N; only the query decoder, the fusion and the
 final dot products grow with N. Queries never attend to each other, so with zero spatial prompts a prompt's
@@ -160,12 +161,44 @@ def prompt_union_channel(spatial_prompts: torch.Tensor | None, like: torch.Tenso
     return (spatial_prompts.sum(1, keepdim=True) > 0).to(like.dtype)
 
 
+#: where :class:`TrainedTargets` sits in a MedalSNetwork's state dict: nnU-Net's ``load_pretrained_weights``
+#: (``nnUNetv2_train … -pretrained_weights``) transfers every key except those holding ``.seg_layers.``, its mark for
+#: a dataset's own output layers, and requires all others to match in shape; a fine-tuned dataset keeps its targets
+TRAINED_TARGETS_PREFIX = "targets.seg_layers."
+_LEGACY_TARGET_KEYS = ("class_embeddings", "_extra_state")  # checkpoints from before fine-tuning support
+
+
+class TrainedTargets(nn.Module):
+    """A dataset's side of a trained network: the (T, L) ``class_embeddings`` of its targets (what stock
+    ``nnUNetv2_predict`` segments with) and its ``vocabulary`` (text encoder id/dim/path, targets with their label
+    values and phrasings, the phrasings' embeddings; saved with the weights as extra state). Everything else in
+    :class:`MedalSNetwork` is dataset-independent, so fine-tuning on new classes needs no new head."""
+
+    def __init__(self, num_classes: int, text_embedding_dim: int):
+        super().__init__()
+        self.register_buffer("class_embeddings", torch.zeros(num_classes, text_embedding_dim))
+        self.vocabulary: dict = {}
+
+    def get_extra_state(self) -> dict:
+        return self.vocabulary
+
+    def set_extra_state(self, state: dict) -> None:
+        self.vocabulary = dict(state or {})
+
+
+def vocabulary_state(network_weights: dict) -> dict | None:
+    """The vocabulary record in a checkpoint's ``network_weights`` (either state-dict layout), None if absent."""
+    state = network_weights.get(TRAINED_TARGETS_PREFIX + "_extra_state")
+    return state if state is not None else network_weights.get("_extra_state")
+
+
 class MedalSNetwork(nn.Module):
     """ResEnc U-Net + query decoder + spatial-prompt fusion (Medal S).
 
     Built by nnU-Net from the plans (``network_class_name`` + ``arch_kwargs``): the ResEnc arguments are nnU-Net's,
     the ``text_embedding_dim`` and ``query_*`` arguments are ours. ``num_classes`` is the number of trained
-    classes/regions whose embeddings are stored in the ``class_embeddings`` buffer (saved with the weights).
+    classes/regions whose embeddings are stored in the ``class_embeddings`` buffer (saved with the weights, in
+    :class:`TrainedTargets`).
 
     ``forward(x, text_embeddings=None, spatial_prompts=None, prompt_mask=None, fuse_prompts=True)``:
 
@@ -200,14 +233,11 @@ class MedalSNetwork(nn.Module):
                                           query_ffn_dim, query_mlp_hidden)
         self.prompt_fusion = PromptFusion(self.decoder.output_channels[0], conv_op, norm_op, norm_op_kwargs, nonlin,
                                           nonlin_kwargs, conv_bias)
-        self.register_buffer("class_embeddings", torch.zeros(num_classes, text_embedding_dim))
+        self.targets = nn.ModuleDict({"seg_layers": TrainedTargets(num_classes, text_embedding_dim)})
         # fixed centring of text embeddings (set from the trained phrasings): sentence embeddings of anatomy share a
         # large common component, and removing it lets "left kidney" and "right kidney" start further apart
         self.register_buffer("text_center", torch.zeros(text_embedding_dim))
         self.register_buffer("text_scale", torch.ones(()))
-        #: what the trained model knows about text (set by MedalSTrainer, saved with the weights as extra state):
-        #: text encoder id/dim/path, targets with their label values and phrasings, and the phrasings' embeddings
-        self.vocabulary: dict = {}
         self.num_classes = num_classes
         self.text_embedding_dim = text_embedding_dim
         self.input_channels = input_channels
@@ -218,6 +248,20 @@ class MedalSNetwork(nn.Module):
     def initialize(module: nn.Module) -> None:
         """nnU-Net's ResEnc initialisation for the conv parts; attention/MLP layers keep PyTorch's defaults."""
         ResidualEncoderUNet.initialize(module)
+
+    @property
+    def class_embeddings(self) -> torch.Tensor:
+        """(num_classes, L) embeddings of the trained classes (:class:`TrainedTargets`)."""
+        return self.targets["seg_layers"].class_embeddings
+
+    @property
+    def vocabulary(self) -> dict:
+        """What the trained model knows about text (set by MedalSTrainer; :class:`TrainedTargets`)."""
+        return self.targets["seg_layers"].vocabulary
+
+    @vocabulary.setter
+    def vocabulary(self, state: dict) -> None:
+        self.targets["seg_layers"].vocabulary = dict(state or {})
 
     def set_class_embeddings(self, embeddings: torch.Tensor) -> None:
         """Store the (num_classes, L) embeddings used when ``forward`` gets no text (stock nnU-Net prediction)."""
@@ -237,13 +281,11 @@ class MedalSNetwork(nn.Module):
         for name, default in (("text_center", torch.zeros_like(self.text_center)),
                               ("text_scale", torch.ones_like(self.text_scale))):
             state_dict.setdefault(prefix + name, default)
+        # checkpoints from before TrainedTargets kept the class embeddings and the vocabulary at the root
+        for name in _LEGACY_TARGET_KEYS:
+            if prefix + name in state_dict:
+                state_dict.setdefault(prefix + TRAINED_TARGETS_PREFIX + name, state_dict.pop(prefix + name))
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
-    def get_extra_state(self) -> dict:
-        return self.vocabulary
-
-    def set_extra_state(self, state: dict) -> None:
-        self.vocabulary = dict(state or {})
 
     def _text(self, text_embeddings: torch.Tensor | None, batch: int) -> torch.Tensor:
         if text_embeddings is None:

@@ -111,3 +111,12 @@ def test_phantom_dataset_json_is_valid():
     ds = parse_text_prompted_dataset(phantom_dataset_json(5), "dataset.json")
     assert ds.target("liver").label_values == (3, 4)
     assert ds.target("lymph node").instance
+
+
+def test_label_values_must_be_consecutive_as_nnunet_requires():
+    """Issue #19: spleen declared 9 in a dataset of labels 0..4 passed our validation."""
+    ds = phantom_dataset_json(2)
+    ds["labels"]["spleen"] = 9
+    with pytest.raises(MedalSInputError, match=r"dataset.json: field 'labels.spleen': value 9 leaves a gap: nnU-Net "
+                                               r"needs consecutive label values 0, 1, …, "):
+        parse_text_prompted_dataset(ds, "dataset.json")

@@ -1,5 +1,6 @@
 """Export to the image geometry (chunked vs nnU-Net's own), pasting an ROI result, the challenge ``segs`` numbering."""
 import numpy as np
+import pytest
 import torch
 from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 
@@ -62,3 +63,55 @@ def test_challenge_segs_number_instances_across_instance_prompts(tmp_path):
     assert challenge_segs(semantic).dtype == np.uint16 and challenge_segs(semantic).ravel().tolist() == [1, 0]
     write_challenge_npz(challenge_segs(result), tmp_path / "case.npz")
     assert np.load(tmp_path / "case.npz")["segs"].ravel().tolist() == [1, 1, 2, 3, 0]
+
+
+def _case_result(prompts, shape=(6, 7, 8)):
+    import SimpleITK as sitk
+
+    from nnunetv2_medals.geometry import canonical_image
+
+    _, properties = canonical_image(sitk.GetImageFromArray(np.zeros(shape, np.float32)))
+    label_map = np.zeros(shape, np.uint16)
+    label_map[1:3, 1:3, 1:3] = prompts[0].label
+    instances = {p.label: (label_map == p.label).astype(np.uint16) for p in prompts if p.instance}
+    summary = {"prompts": [{"text": p.text, "label": p.label, "instance": p.instance, "mask": None} for p in prompts]}
+    return PromptedPrediction(label_map, instances, np.zeros((len(prompts), *shape), np.float16), tuple(prompts),
+                              properties, summary)
+
+
+def test_a_case_is_written_as_one_unit_and_an_earlier_runs_files_go(tmp_path):
+    """Issue #19: the JSON is the "complete" marker (written last), temporary files of a killed run and files of an
+    earlier run with other prompts are removed when the case is written again."""
+    from nnunetv2_medals.geometry import MedalSImageIO
+    from nnunetv2_medals.inference.export import case_files, summary_matches, write_prediction
+
+    first = [Prompt("lymph node", 3, instance=True), Prompt("spleen", 1)]
+    write_prediction(_case_result(first), str(tmp_path / "case"), MedalSImageIO(), ".nii.gz", save_probabilities=True)
+    assert summary_matches(tmp_path / "case", first)
+    assert not summary_matches(tmp_path / "case", first[::-1])
+    (tmp_path / ".tmp_999_case_instances_label3.nii.gz").write_bytes(b"half")   # a killed writer's leftovers
+    (tmp_path / ".tmp_case_probabilities.npz").write_bytes(b"half")
+    (tmp_path / "case_2_instances_label3.nii.gz").write_bytes(b"another case")   # not this case's file
+    second = [Prompt("liver", 2)]
+    write_prediction(_case_result(second), str(tmp_path / "case"), MedalSImageIO(), ".nii.gz")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["case.json", "case.nii.gz", "case_2_instances_label3.nii.gz"]
+    assert summary_matches(tmp_path / "case", second) and not summary_matches(tmp_path / "case", first)
+    assert case_files(tmp_path / "case", ".nii.gz")["temporary"] == []
+
+
+def test_a_failed_write_leaves_no_marker_and_no_temporary_files(tmp_path, monkeypatch):
+    from nnunetv2_medals.geometry import MedalSImageIO
+    from nnunetv2_medals.inference import export
+
+    prompts = [Prompt("lymph node", 3, instance=True)]
+    export.write_prediction(_case_result(prompts), str(tmp_path / "case"), MedalSImageIO(), ".nii.gz")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export.np, "savez_compressed", killed)
+    with pytest.raises(KeyboardInterrupt):
+        export.write_prediction(_case_result(prompts), str(tmp_path / "case"), MedalSImageIO(), ".nii.gz",
+                                save_probabilities=True)
+    names = sorted(p.name for p in tmp_path.iterdir())
+    assert "case.json" not in names and not [n for n in names if n.startswith(".tmp")]

@@ -10,8 +10,7 @@ from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIOWithReorient
 
 from nnunetv2_medals import cli
 from nnunetv2_medals.inference.predictor import MedalSPredictor
-from tests.helpers import PHANTOM_ID, run
-from tests.test_geometry import VOXEL_ORDERS, store_in_voxel_order
+from tests.helpers import PHANTOM_ID, VOXEL_ORDERS, run, store_in_voxel_order
 
 MODEL = ["-d", str(PHANTOM_ID), "-c", "3d_fullres", "-f", "0", "-tr", "MedalSTrainer_smoke", "-p", "MedalSPlansCPU",
          "-device", "cpu"]
@@ -64,7 +63,10 @@ def test_predict_npz_puts_challenge_spacing_on_the_right_axes(smoke_model, tmp_p
 
     def spy(self, image, properties, *args, **kwargs):
         seen.append((image.copy(), list(properties["spacing"])))
-        return original(self, image, properties, *args, **kwargs)
+        result = original(self, image, properties, *args, **kwargs)
+        # an asymmetric answer, so that segs written in the wrong voxel order cannot pass
+        result.label_map = (np.arange(result.label_map.size).reshape(result.label_map.shape) % 3).astype(np.uint16)
+        return result
 
     monkeypatch.setattr(MedalSPredictor, "predict_image", spy)
     cli.main(["predict-npz", "-i", str(inp), "-o", str(out), "-m", str(smoke_model["dir"])])
@@ -75,7 +77,10 @@ def test_predict_npz_puts_challenge_spacing_on_the_right_axes(smoke_model, tmp_p
     (image, seen_spacing), = seen
     assert np.allclose(seen_spacing, props["spacing"]) and np.allclose(seen_spacing, [3.0, 0.8, 0.8])
     assert np.array_equal(image, expected)
-    assert np.load(out / "CT_case.npz")["segs"].shape == imgs.shape
+    segs = np.load(out / "CT_case.npz")["segs"]
+    canonical = (np.arange(segs.size).reshape(image.shape[1:]) % 3).astype(np.uint16)
+    # the npz is LPS voxel order (identity direction), the model's arrays RAS: y and x flipped back
+    assert np.array_equal(segs, canonical[:, ::-1, ::-1])
 
 
 def test_prompts_are_matched_and_reported(preprocessed_phantom, smoke_model, tmp_path):

@@ -115,3 +115,32 @@ def test_challenge_npz_contract(preprocessed_phantom, smoke_model, tmp_path, ins
     proc = run(["nnunetv2_medals", "predict-npz", "-i", str(bad), "-o", str(tmp_path / "o2"), "-m",
                 str(smoke_model["dir"])], smoke_model["env"], check=False)
     assert proc.returncode != 0 and "x.npz: field 'spacing': missing" in proc.stderr
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--dynamic_spacing", "0"], "field '--dynamic_spacing': ALPHA"),
+    (["--refine", "-3"], "field '--refine': needs 0 or more rounds"),
+    (["--max_prompts_per_forward", "0"], "field '--max_prompts_per_forward': needs at least 1"),
+    (["-d", "977"], "field '-d': no dataset '977'"),
+    (["-f", "3"], "field 'checkpoint_final.pth': not found in fold_3"),
+    (["-i", "MISSING"], "field '-i': is not a folder"),
+    (["-device", "cuda"], "field '-device': cuda was asked for"),
+])
+def test_ordinary_mistakes_are_one_line_before_the_model_loads(preprocessed_phantom, smoke_model, tmp_path, flags,
+                                                               expected):
+    """Issue #19: each of these was a traceback (or, for --refine/--max_prompts_per_forward, silently accepted)."""
+    import torch
+
+    if flags[0] == "-device" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    inp = _inputs(preprocessed_phantom, tmp_path)
+    prompts = _prompt_file(tmp_path, {"prompts": [{"text": "spleen", "label": 1}]})
+    args = {**dict(zip(MODEL[::2], MODEL[1::2])), "-i": str(inp), "-o": str(tmp_path / "out")}
+    args.update({f: (str(tmp_path / v) if f == "-i" else v) for f, v in zip(flags[::2], flags[1::2])
+                 if f in args})
+    ours = [x for f, v in zip(flags[::2], flags[1::2]) if f not in args for x in (f, v)]
+    proc = run(["nnUNetv2_predict_medals", *[x for kv in args.items() for x in kv], "-prompts", str(prompts), *ours],
+               smoke_model["env"], check=False)
+    assert proc.returncode != 0 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ") and expected in proc.stderr, proc.stderr
+    assert "Loading" not in proc.stdout and not (tmp_path / "out").exists()

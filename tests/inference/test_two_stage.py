@@ -12,7 +12,6 @@ import torch
 import nnunetv2_medals.inference.predictor as predictor_module
 from nnunetv2_medals.inference.case_files import read_image
 from nnunetv2_medals.inference.predictor import load_model
-from nnunetv2_medals.inference.roi import stage_two_spacing
 from nnunetv2_medals.inference.two_stage import predict_two_stage
 from nnunetv2_medals.resampling import memory_guard
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
@@ -92,10 +91,10 @@ def test_memory_guard_coarsens_stage_two_on_an_oversized_roi(stages, monkeypatch
     used = {}
     original = predictor_module.export_prediction
 
-    def record(probs, properties, prompts, plans_manager, configuration_manager, *args):
+    def record(probs, properties, prompts, plans_manager, configuration_manager, *args, **kwargs):
         if configuration_manager is fine.configuration_manager:
             used["spacing"] = list(config["spacing"])
-        return original(probs, properties, prompts, plans_manager, configuration_manager, *args)
+        return original(probs, properties, prompts, plans_manager, configuration_manager, *args, **kwargs)
 
     monkeypatch.setattr(predictor_module, "export_prediction", record)
     result = predict_two_stage(coarse, fine, image, props, [Prompt("liver", 1)])
@@ -215,23 +214,3 @@ def test_fallback_result_carries_the_readers_properties_and_can_be_written(stage
     written = sitk.ReadImage(str(tmp_path / "case.nii.gz"))
     assert written.GetSize() == tuple(reversed(image.shape[1:]))
     assert written.GetSpacing() == pytest.approx(tuple(reversed(props["spacing"])))
-
-
-def test_stage_two_spacing_by_hand():
-    roi, image_spacing, identity = (slice(0, 400),) * 3, (1.0,) * 3, (0, 1, 2)
-    # 400 mm cube, 100^3 patches at 1 mm: the guard asks for 400 / (1.9 * 100) = 2.105 mm; a dynamic 0.5 mm (or the
-    # plans' 1 mm) cannot go below it, a coarser dynamic 3 mm stays
-    assert stage_two_spacing(roi, image_spacing, (100,) * 3, (1,) * 3, identity, (0.5,) * 3) == (
-        pytest.approx([400 / 190] * 3), True)
-    assert stage_two_spacing(roi, image_spacing, (100,) * 3, (1,) * 3, identity) == (pytest.approx([400 / 190] * 3),
-                                                                                     True)
-    assert stage_two_spacing(roi, image_spacing, (100,) * 3, (1,) * 3, identity, (3.0, 0.5, 0.5)) == (
-        pytest.approx([3.0, 400 / 190, 400 / 190]), True)
-    # 150 mm cube fits at the plans' 1 mm (3.4e6 < 1.8^3 * 1e6 voxels) but not at a dynamic 0.5 mm (27e6): the
-    # guard then coarsens to 150 / 190 = 0.789 mm
-    small = (slice(0, 150),) * 3
-    assert stage_two_spacing(small, image_spacing, (100,) * 3, (1,) * 3, identity) == ([1.0] * 3, False)
-    assert stage_two_spacing(small, image_spacing, (100,) * 3, (1,) * 3, identity, (0.5,) * 3) == (
-        pytest.approx([150 / 190] * 3), True)
-    # a 0.9 mm dynamic spacing keeps it under the trigger: 166^3 = 4.6e6 voxels
-    assert stage_two_spacing(small, image_spacing, (100,) * 3, (1,) * 3, identity, (0.9,) * 3) == ([0.9] * 3, False)

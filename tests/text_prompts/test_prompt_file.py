@@ -72,3 +72,20 @@ def test_schema_ships_with_the_package_and_is_a_valid_schema():
     assert validator.is_valid({"prompts": [{"text": "liver", "label": 1}]})
     assert validator.is_valid({"1": "liver", "instance_label": 0})
     assert not validator.is_valid({"prompts": [{"text": "liver"}]})
+
+
+@pytest.mark.parametrize("text, field", [("   ", "prompts[0].text"), ("\t\n", "prompts[0].text"),
+                                         ("🫘🫘", "prompts[0].text"), ("123 !", "prompts[0].text")])
+def test_a_prompt_without_letters_is_refused_after_stripping(tmp_path, text, field):
+    """Issue #19: a whitespace-only prompt passed the schema (length checked before stripping) and segmented."""
+    path = _write(tmp_path, {"prompts": [{"text": text, "label": 1}]})
+    with pytest.raises(MedalSInputError, match=f"prompts.json: field '{field.replace('[', '.').replace(']', '.')}': "
+                                               f".* holds no letters"):
+        load_prompt_file(path)
+    with pytest.raises(MedalSInputError, match="field '1': .* holds no letters"):
+        parse_prompt_file({"1": text}, path)
+
+
+def test_prompt_texts_are_stripped_and_any_script_is_a_text():
+    prompts = parse_prompt_file({"prompts": [{"text": "  left kidney \n", "label": 1}, {"text": "左肾", "label": 2}]})
+    assert [p.text for p in prompts.prompts] == ["left kidney", "左肾"]

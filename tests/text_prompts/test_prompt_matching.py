@@ -38,6 +38,14 @@ def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modali
     assert found.target == expected and found.method == "canonical"
 
 
+@pytest.mark.parametrize("prompt", ["left kidney and right kidney", "lymph node near the left kidney",
+                                    "left kidney and spleen", "right", "r"])
+def test_prompts_that_say_more_than_one_target_are_not_reduced_to_it(text_encoder, prompt):
+    targets = PHANTOM + [("lymph node", ["lymph node", "enlarged lymph nodes"])]
+    (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    assert found.target is None and found.method == "nearest embedding"
+
+
 def test_far_prompts_are_reported_and_keep_their_own_embedding(text_encoder):
     matcher = _matcher(PHANTOM, text_encoder, "CT")
     texts = ["左肾", "🙂🙂", "spleen"]

@@ -50,4 +50,4 @@ def test_every_side_target_gets_wordings_of_its_own_side_only():
 
 def test_mri_targets_also_get_hemisphere_wordings():
     extra = generated_wordings([_target("right hippocampus", ["right hippocampus"], (1,))], "MRI")
-    assert "hippocampus in the right hemisphere" in extra["right hippocampus"]
+    assert "hippocampus of the right hemisphere" in extra["right hippocampus"]

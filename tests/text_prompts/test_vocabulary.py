@@ -67,3 +67,11 @@ def test_embedding_a_dataset_refuses_another_encoder(text_encoder):
     assert vocabulary.phrasings == ds.all_phrasings()
     assert vocabulary.phrasing_embeddings.shape == (len(ds.all_phrasings()), text_encoder.dim)
     assert [t.name for t in vocabulary.targets] == ds.target_names
+
+
+def test_a_model_whose_encoder_folder_stayed_on_another_machine_says_what_to_copy():
+    with pytest.raises(MedalSInputError) as info:
+        _vocabulary().embed(["a phrasing never trained"])
+    message = str(info.value)
+    assert info.value.file == "/nonexistent" and "'enc@1'" in message and "--encoder DIR" in message
+    assert "\n" not in message

@@ -6,6 +6,7 @@ import pytest
 import numpy as np
 import torch
 
+from nnunetv2_medals.network.medals_network import TRAINED_TARGETS_PREFIX
 from tests.helpers import model_dir, run, train_env
 
 TRAIN = ["nnUNetv2_train"]
@@ -21,12 +22,13 @@ def test_stock_train_command_writes_a_final_checkpoint_with_the_vocabulary(smoke
     assert "Using trainer 'MedalSTrainer_smoke'" in stdout
     checkpoint = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     weights = checkpoint["network_weights"]
-    vocabulary = weights["_extra_state"]
+    vocabulary = weights[TRAINED_TARGETS_PREFIX + "_extra_state"]
     names = [t["name"] for t in vocabulary["targets"]]
     assert names[:2] == ["liver", "kidneys"] and "left kidney" in names
     assert vocabulary["text_encoder"]["id"].startswith("all-MiniLM-L6-v2@")
     assert vocabulary["phrasing_embeddings"].shape == (len(vocabulary["phrasings"]), 384)
-    assert weights["class_embeddings"].shape == (8, 384) and weights["class_embeddings"].abs().sum() > 0
+    class_embeddings = weights[TRAINED_TARGETS_PREFIX + "class_embeddings"]
+    assert class_embeddings.shape == (8, 384) and class_embeddings.abs().sum() > 0
     assert checkpoint["inference_allowed_mirroring_axes"] is None
     # typical sizes for dynamic resampling: single lymph nodes are far smaller than the liver they sit beside
     extents = vocabulary["target_extent_mm"]
