@@ -56,6 +56,15 @@ class PromptMatch:
     cosine: float
     warning: str | None = None
 
+    def meant_target(self, min_cosine: float = 0.6) -> str | None:
+        """The trained target this prompt stands for: the matched one, else the nearest phrasing's target when it is
+        at least ``min_cosine`` close (sizes for dynamic resampling, multi-part structures), else None."""
+        if self.target is not None:
+            return self.target
+        if self.nearest_target and self.cosine >= min_cosine:
+            return self.nearest_target
+        return None
+
     def to_json(self) -> dict:
         d = asdict(self)
         d["cosine"] = round(float(self.cosine), 4)

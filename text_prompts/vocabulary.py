@@ -148,21 +148,6 @@ class ModelVocabulary:
             self._encoder = encoder
         return encoder
 
-    def nearest_target(self, texts: Sequence[str], encoder_override: str | None = None,
-                       min_similarity: float = 0.6) -> list[str | None]:
-        """Per text, the name of the trained target whose phrasing is nearest (cosine of the text embeddings),
-        ``None`` when no phrasing reaches ``min_similarity``."""
-        target_of = {p: t.name for t in self.targets for p in t.phrasings}
-        names = [target_of[p] for p in self.phrasings]
-        known = self.phrasing_embeddings / np.linalg.norm(self.phrasing_embeddings, axis=1, keepdims=True)
-        query = self.embed(texts, encoder_override)
-        query = query / np.linalg.norm(query, axis=1, keepdims=True).clip(1e-12)
-        out = []
-        for row in query @ known.T:
-            best = int(np.argmax(row))
-            out.append(names[best] if row[best] >= min_similarity else None)
-        return out
-
     # ----------------------------------------------------------------- free text -> trained targets (paper §2.7)
     @functools.cached_property
     def matcher(self) -> VocabularyMatcher:

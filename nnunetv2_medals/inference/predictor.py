@@ -129,8 +129,7 @@ class MedalSPredictor(nnUNetPredictor):
         if not self.vocabulary.target_extent_mm:
             return [None] * len(texts)
         _, matches = self.vocabulary.resolve(texts, self.encoder_override, raw=self.raw_text)
-        return [self.vocabulary.target_extent(m.target or (m.nearest_target if m.cosine >= 0.6 else None))
-                for m in matches]
+        return [self.vocabulary.target_extent(m.meant_target()) for m in matches]
 
     def min_instance_volume_mm3(self) -> float:
         """Instances smaller than this (mm³) are dropped: derived from the smallest trained instance target's median
@@ -237,7 +236,7 @@ class MedalSPredictor(nnUNetPredictor):
         (a region, an instance target, its name), else the nearest trained target (cosine >= 0.6), else the prompt."""
         out = []
         for p, m in zip(prompts, matches):
-            name = m.target or (m.nearest_target if m.cosine >= 0.6 and m.nearest_target else None)
+            name = m.meant_target()
             target = self.vocabulary.target(name) if name else None
             out.append(is_multi_part(target.name if target else p.text, bool(target and target.is_region),
                                      p.instance or bool(target and target.instance)))

@@ -81,15 +81,11 @@ def test_empty_stage_one_falls_back_to_the_whole_image_without_prompts(stages, m
     assert result.label_map.shape == image.shape[1:]
 
 
-def test_memory_guard_coarsens_stage_two_on_an_oversized_roi(stages, monkeypatch):
-    coarse, fine, image, props = stages
-    stage1 = np.ones(image.shape[1:], np.uint16)       # everything is foreground: the ROI is the whole image
-    _force_stage_one(monkeypatch, coarse, stage1)
-    config = fine.configuration_manager.configuration
-    monkeypatch.setitem(config, "patch_size", [8, 8, 8])  # tiny fine patches make that ROI "oversized"
-    planned = list(config["spacing"])
+def _record_fine_export_spacing(monkeypatch, fine) -> dict:
+    """Spy on the export: ``used["spacing"]`` is the network spacing the fine model's result was exported from."""
     used = {}
     original = predictor_module.export_prediction
+    config = fine.configuration_manager.configuration
 
     def record(probs, properties, prompts, plans_manager, configuration_manager, *args, **kwargs):
         if configuration_manager is fine.configuration_manager:
@@ -97,6 +93,17 @@ def test_memory_guard_coarsens_stage_two_on_an_oversized_roi(stages, monkeypatch
         return original(probs, properties, prompts, plans_manager, configuration_manager, *args, **kwargs)
 
     monkeypatch.setattr(predictor_module, "export_prediction", record)
+    return used
+
+
+def test_memory_guard_coarsens_stage_two_on_an_oversized_roi(stages, monkeypatch):
+    coarse, fine, image, props = stages
+    stage1 = np.ones(image.shape[1:], np.uint16)       # everything is foreground: the ROI is the whole image
+    _force_stage_one(monkeypatch, coarse, stage1)
+    config = fine.configuration_manager.configuration
+    monkeypatch.setitem(config, "patch_size", [8, 8, 8])  # tiny fine patches make that ROI "oversized"
+    planned = list(config["spacing"])
+    used = _record_fine_export_spacing(monkeypatch, fine)
     result = predict_two_stage(coarse, fine, image, props, [Prompt("liver", 1)])
     info = result.summary["two_stage"]
     assert info["memory_guard"]
@@ -186,15 +193,7 @@ def test_memory_guard_is_a_floor_for_dynamic_spacing(stages, monkeypatch):
     fine.dynamic_alpha = 0.5
     dynamic = fine.case_spacing(fine_props["spacing"], [Prompt("lymph node", 1)])
     assert all(d < p for d, p in zip(dynamic, planned))
-    used = {}
-    original = predictor_module.export_prediction
-
-    def record(probs, properties, prompts, plans_manager, configuration_manager, *args, **kwargs):
-        if configuration_manager is fine.configuration_manager:
-            used["spacing"] = list(config["spacing"])
-        return original(probs, properties, prompts, plans_manager, configuration_manager, *args, **kwargs)
-
-    monkeypatch.setattr(predictor_module, "export_prediction", record)
+    used = _record_fine_export_spacing(monkeypatch, fine)
     result = predict_two_stage(coarse, fine, image, fine_props, [Prompt("lymph node", 1)])
     info = result.summary["two_stage"]
     assert info["memory_guard"]

@@ -50,7 +50,8 @@ def test_trained_phrasings_embed_from_the_checkpoint_and_find_their_target():
     vocabulary = _vocabulary()
     out = vocabulary.embed(["lymph node", "left kidney"])
     assert out.dtype == np.float32 and np.array_equal(out, vocabulary.phrasing_embeddings[[2, 0]])
-    assert vocabulary.nearest_target(["kidney on the left", "whole liver"]) == ["left kidney", "liver"]
+    _, matches = vocabulary.resolve(["kidney on the left", "whole liver"])
+    assert [m.meant_target() for m in matches] == ["left kidney", "liver"]
     assert vocabulary.target_extent("lymph node").tolist() == [6.0, 8.0, 8.0]
     assert vocabulary.target_extent("liver") is None and vocabulary.target_extent(None) is None
     with pytest.raises(MedalSInputError, match="/nonexistent"):
