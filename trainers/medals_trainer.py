@@ -30,6 +30,7 @@ from nnunetv2_medals.text_prompts.side_wordings import with_side_wordings
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 from nnunetv2_medals.training.dynamic_zoom import target_extents_mm, zoom_to_smallest_target
 from nnunetv2_medals.training.lr_schedule import CosineLRScheduler
+from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement, misplace_prompts
 from nnunetv2_medals.training.prompt_sampling import TargetLookup, case_annotation_mask, sample_query_batch
 from nnunetv2_medals.training.spatial_prompts import simulate_spatial_prompts
 
@@ -48,6 +49,9 @@ class MedalSTrainer(nnUNetTrainer):
     #: fraction of the patch that target should fill
     dynamic_zoom_probability = 0.2
     dynamic_alpha = 0.5
+    #: misplaced mask prompts before Algorithm 1 (our addition, training.prompt_perturbation): share of samples
+    #: whose prompts are shifted/rotated/scaled/warped and dilated or eroded; 0 trains on Algorithm 1 alone
+    prompt_misplacement = PromptMisplacement(probability=0.5)
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -173,7 +177,9 @@ class MedalSTrainer(nnUNetTrainer):
         text = self.phrasing_embeddings[queries.phrasing_index]
         targets = [self.target_lookup.masks(s, queries.target_index) for s in segs]
         fuse = self.rng.random() >= self.p_skip_fusion
-        spatial = simulate_spatial_prompts(targets[0], queries.valid, generator=self.rng) if fuse else None
+        spatial = simulate_spatial_prompts(
+            misplace_prompts(targets[0], queries.valid, self.prompt_misplacement, self.rng), queries.valid,
+            generator=self.rng) if fuse else None
 
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():

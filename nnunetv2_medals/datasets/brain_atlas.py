@@ -18,6 +18,7 @@ with natural phrasings ("left hippocampus", "hippocampus on the left", ...), and
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 from pathlib import Path
 
@@ -188,3 +189,29 @@ def write_brain_atlas_dataset(output_folder: str | os.PathLike, resolution: floa
 
         load_text_prompted_dataset(tmp)
     return Path(output_folder)
+
+
+def write_atlas_prior_prompts(dataset_folder: str | os.PathLike, prompt_file: str | os.PathLike,
+                              output_folder: str | os.PathLike, overwrite: bool = False) -> Path:
+    """Hybrid prompts for the perturbed test copy: ``prompt_file`` with each prompt given the *unperturbed* atlas
+    label of its structure (``labelsTr/brain_000``, same grid as the test image) as its mask prompt — a registration
+    prior a few degrees and millimetres off. Writes ``output_folder/prompts.json`` and one binary mask per label value
+    (``prior_labelL.nii.gz``) as a unit; returns the prompt file's path."""
+    dataset_folder, prompt_file = Path(dataset_folder), Path(prompt_file)
+    atlas_file = dataset_folder / "labelsTr" / "brain_000.nii.gz"
+    if not atlas_file.is_file():
+        raise MedalSInputError(atlas_file, "labels", "is missing; run nnunetv2_medals brain-atlas first")
+    atlas = nib.load(atlas_file)
+    values = np.asarray(atlas.dataobj).astype(np.int32)
+    prompts = json.loads(prompt_file.read_text())
+    output_folder = Path(output_folder).resolve()
+    with atomic_directory(output_folder, overwrite=overwrite) as tmp:
+        for i, prompt in enumerate(prompts.get("prompts", [])):
+            label = prompt.get("label")
+            if not isinstance(label, int) or not (values == label).any():
+                raise MedalSInputError(prompt_file, f"prompts[{i}].label", f"{label!r} is no structure of {atlas_file}")
+            name = f"prior_label{label}.nii.gz"
+            nib.save(nib.Nifti1Image((values == label).astype(np.uint8), atlas.affine), str(tmp / name))
+            prompt["mask"] = str(output_folder / name)
+        atomic_write_json(tmp / "prompts.json", prompts)
+    return output_folder / "prompts.json"

@@ -1,0 +1,138 @@
+"""Misplaced mask prompts: the target as a registration prior or a rough hand-drawn mask would give it (an addition
+to the paper, applied before Algorithm 1; see docs/architecture.md, "Deviations")."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass(frozen=True)
+class PromptMisplacement:
+    """Parameters of :func:`misplace_prompts` (lengths in voxels of the training patch)."""
+
+    #: share of the samples whose masks are misplaced (all prompts of a sample move together)
+    probability: float = 0.5
+    #: rotation about each axis, uniform in ±max_rotation_deg
+    max_rotation_deg: float = 8.0
+    #: isotropic scale, uniform in this range
+    scale: tuple[float, float] = (0.92, 1.08)
+    #: shift along each axis, uniform in ±max_shift
+    max_shift: float = 4.0
+    #: share of the misplaced samples that are also warped elastically
+    elastic_probability: float = 0.5
+    #: elastic warp: displacement per control point and axis uniform in ±elastic_amplitude, control points per axis
+    elastic_amplitude: float = 2.0
+    elastic_points: int = 4
+    #: per prompt of a misplaced sample: probability of a dilated and of an eroded boundary, by 1..max_boundary
+    p_dilate: float = 0.25
+    p_erode: float = 0.25
+    max_boundary: int = 2
+
+
+def _rotation(angles: torch.Tensor) -> torch.Tensor:
+    """(K, 3) radians -> (K, 3, 3) rotation matrices R_0 R_1 R_2 (one elementary rotation per axis)."""
+    out = torch.eye(3, dtype=angles.dtype, device=angles.device).expand(len(angles), 3, 3)
+    for axis in range(3):
+        i, j = [k for k in range(3) if k != axis]
+        c, s = torch.cos(angles[:, axis]), torch.sin(angles[:, axis])
+        r = torch.eye(3, dtype=angles.dtype, device=angles.device).repeat(len(angles), 1, 1)
+        r[:, i, i], r[:, i, j], r[:, j, i], r[:, j, j] = c, -s, s, c
+        out = out @ r
+    return out
+
+
+def _sampling_grid(count: int, spatial: list[int], params: PromptMisplacement, torch_rng: torch.Generator,
+                   device: torch.device) -> torch.Tensor:
+    """(count, *spatial, ndim) grid_sample coordinates of a random affine (voxel units, about the patch centre)
+    plus, for a random share of the samples, a smooth elastic displacement."""
+    ndim = len(spatial)
+
+    def uniform(low, high, *shape):
+        return low + (high - low) * torch.rand(*shape, generator=torch_rng, device=device)
+
+    angles = uniform(-1, 1, count, 3) * math.radians(params.max_rotation_deg)
+    if ndim == 2:
+        angles[:, :2] = 0  # the in-plane rotation (about the third axis, which turns axes 0 and 1)
+    matrix = _rotation(angles)[:, :ndim, :ndim] * uniform(*params.scale, count, 1, 1)
+    shift = uniform(-params.max_shift, params.max_shift, count, ndim)
+    # voxel-space affine -> normalised coordinates (align_corners=False: x_norm = 2 x / size per axis), then
+    # reversed to grid_sample's (x, y, z) = (last, ..., first) axis order
+    size = torch.tensor(spatial, dtype=torch.float32, device=device)
+    theta = matrix * size.view(1, 1, ndim) / size.view(1, ndim, 1)
+    theta = torch.cat([theta, (2 * shift / size)[..., None]], dim=2)
+    flip = torch.arange(ndim - 1, -1, -1, device=device)
+    theta = theta[:, flip][:, :, torch.cat([flip, torch.tensor([ndim], device=device)])]
+    grid = F.affine_grid(theta, [count, 1, *spatial], align_corners=False)
+    if params.elastic_probability > 0 and params.elastic_amplitude > 0:
+        warped = torch.rand(count, generator=torch_rng, device=device) < params.elastic_probability
+        coarse = uniform(-params.elastic_amplitude, params.elastic_amplitude, count, ndim,
+                         *[params.elastic_points] * ndim) * warped.view(-1, *[1] * (ndim + 1))
+        mode = "trilinear" if ndim == 3 else "bilinear"
+        field = F.interpolate(coarse, size=spatial, mode=mode, align_corners=True)
+        field = field * (2 / size).view(1, ndim, *[1] * ndim)
+        grid = grid + field[:, flip].movedim(1, -1)
+    return grid
+
+
+def _move_boundaries(masks: torch.Tensor, params: PromptMisplacement, torch_rng: torch.Generator) -> torch.Tensor:
+    """Dilate or erode each (sample, prompt) mask by its own 1..max_boundary voxels: max-pooling (dilation) and
+    -max-pool(-x) (erosion) with a 3-voxel kernel, repeated; an erosion that would empty a mask stops short."""
+    count, n, *spatial = masks.shape
+    if params.max_boundary < 1 or params.p_dilate + params.p_erode <= 0:
+        return masks
+    pool = F.max_pool3d if len(spatial) == 3 else F.max_pool2d
+    draw = torch.rand(count, n, generator=torch_rng, device=masks.device)
+    radius = torch.randint(1, params.max_boundary + 1, (count, n), generator=torch_rng, device=masks.device)
+    dilate = draw < params.p_dilate
+    erode = (draw >= params.p_dilate) & (draw < params.p_dilate + params.p_erode)
+    voxels = (1,) * len(spatial)
+    reduce = tuple(range(2, masks.dim()))
+    for step in range(1, params.max_boundary + 1):
+        active = (radius >= step).view(count, n, *voxels)
+        grown = pool(masks, 3, stride=1, padding=1)
+        shrunk = -pool(-masks, 3, stride=1, padding=1)
+        shrunk = torch.where(shrunk.amax(reduce, keepdim=True) > 0, shrunk, masks)
+        masks = torch.where(active & dilate.view(count, n, *voxels), grown,
+                            torch.where(active & erode.view(count, n, *voxels), shrunk, masks))
+    return masks
+
+
+def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
+                     params: PromptMisplacement = PromptMisplacement(),
+                     generator: np.random.Generator | None = None) -> torch.Tensor:
+    """Misplaced-prompt simulation (our addition to the paper's Algorithm 1, which it precedes in training).
+
+    For a share ``probability`` of the samples, all target masks of the sample are resampled through one random
+    transform of the patch — a rotation of up to ``max_rotation_deg`` about each axis, an isotropic scale in
+    ``scale`` and a shift of up to ``max_shift`` voxels per axis, for ``elastic_probability`` of them plus a smooth
+    elastic displacement (``elastic_points``³ control points of up to ``elastic_amplitude`` voxels, trilinearly
+    interpolated) — as a registration prior a few degrees and millimetres off would place them; then each prompt of
+    those samples is dilated (``p_dilate``) or eroded (``p_erode``) by 1..``max_boundary`` voxels, as a rough hand
+    drawing would be. The loss still uses the true masks, so the network learns to correct a prompt instead of
+    copying it. Other samples are returned unchanged.
+
+    ``masks``: (B, N, *S) binary (2D or 3D); ``valid``: (B, N) bool (invalid queries come back empty). Returns a
+    float tensor of ``masks``' shape in {0, 1}. Random draws come from a torch generator on ``masks``' device seeded
+    from ``generator`` (one batched ``grid_sample`` and at most ``2 * max_boundary`` pooling passes per step).
+    """
+    rng = generator if generator is not None else np.random.default_rng()
+    batch, n, *spatial = masks.shape
+    if len(spatial) not in (2, 3):
+        raise ValueError(f"misplace_prompts: masks must be (B, N, *S) with 2 or 3 spatial axes, got {masks.shape}")
+    out = (masks > 0).float()
+    chosen = np.flatnonzero(rng.random(batch) < params.probability)
+    if len(chosen):
+        torch_rng = torch.Generator(device=masks.device)
+        torch_rng.manual_seed(int(rng.integers(2 ** 62)))
+        index = torch.from_numpy(chosen).to(masks.device)
+        grid = _sampling_grid(len(chosen), spatial, params, torch_rng, masks.device)
+        moved = (F.grid_sample(out[index], grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+                 >= 0.5).float()
+        out[index] = _move_boundaries(moved, params, torch_rng)
+    if valid is not None:
+        out = out * valid.to(device=masks.device, dtype=out.dtype).view(batch, n, *(1,) * len(spatial))
+    return out

@@ -1,0 +1,163 @@
+"""Misplaced-prompt simulation (our addition before Algorithm 1): moved, warped, dilated and eroded masks."""
+import json
+import textwrap
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement, misplace_prompts
+from tests.helpers import run, train_env
+
+STILL = PromptMisplacement(probability=1.0, max_rotation_deg=0, scale=(1, 1), max_shift=0, elastic_probability=0,
+                           p_dilate=0, p_erode=0)
+
+
+def _masks(batch=2, n=3, shape=(32, 32, 32)):
+    m = torch.zeros(batch, n, *shape)
+    m[:, 0, 8:20, 10:22, 6:24] = 1
+    m[:, 1, 14:26, 4:14, 10:20] = 1
+    m[:, 2, 4:28, 18:26, 12:16] = 1
+    return m
+
+
+def _dice(a, b):
+    return (2 * (a * b).sum() / (a.sum() + b.sum())).item()
+
+
+def test_without_any_change_the_masks_come_back_unchanged():
+    masks = _masks()
+    assert torch.equal(misplace_prompts(masks, params=STILL, generator=np.random.default_rng(0)), masks)
+    assert torch.equal(misplace_prompts(masks, params=replace(PromptMisplacement(), probability=0.0)), masks)
+
+
+@pytest.mark.parametrize("params", [
+    replace(STILL, max_rotation_deg=8, scale=(0.92, 1.08), max_shift=4),
+    replace(STILL, elastic_probability=1.0, elastic_amplitude=3.0),
+], ids=["affine", "elastic"])
+def test_a_misplaced_prompt_differs_from_the_target_but_overlaps_it(params):
+    masks = _masks()
+    out = misplace_prompts(masks, params=params, generator=np.random.default_rng(1))
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    for b in range(2):
+        for c in range(3):
+            assert not torch.equal(out[b, c], masks[b, c])
+            assert 0.3 < _dice(out[b, c], masks[b, c]) < 1.0
+
+
+def test_a_pure_shift_moves_the_mask_by_at_most_the_maximum_without_changing_its_size():
+    masks = _masks(batch=4)
+    out = misplace_prompts(masks, params=replace(STILL, max_shift=3.0), generator=np.random.default_rng(2))
+    for b in range(4):
+        for c in range(3):
+            before, after = masks[b, c].nonzero().float().mean(0), out[b, c].nonzero().float().mean(0)
+            assert (after - before).abs().max() <= 3.0 + 1e-4
+            assert abs(out[b, c].sum() / masks[b, c].sum() - 1) < 0.25
+
+
+def test_dilation_grows_and_erosion_shrinks_the_boundary():
+    masks = _masks()
+    grown = misplace_prompts(masks, params=replace(STILL, p_dilate=1.0, max_boundary=1))
+    shrunk = misplace_prompts(masks, params=replace(STILL, p_erode=1.0, max_boundary=1))
+    assert torch.equal(grown * masks, masks) and (grown.sum((2, 3, 4)) > masks.sum((2, 3, 4))).all()
+    assert torch.equal(shrunk * masks, shrunk) and (shrunk.sum((2, 3, 4)) < masks.sum((2, 3, 4))).all()
+    # one voxel each way on a 12 x 12 x 18 box: 14 x 14 x 20 and 10 x 10 x 16
+    assert grown[0, 0].sum() == 14 * 14 * 20 and shrunk[0, 0].sum() == 10 * 10 * 16
+    two = misplace_prompts(masks, params=replace(STILL, p_dilate=1.0, max_boundary=2),
+                           generator=np.random.default_rng(0))
+    assert {int(v) for v in two[:, 0].sum((1, 2, 3))} <= {14 * 14 * 20, 16 * 16 * 22}
+
+
+def test_erosion_never_empties_a_small_mask():
+    masks = torch.zeros(1, 1, 16, 16, 16)
+    masks[0, 0, 7:9, 7:9, 7:9] = 1
+    out = misplace_prompts(masks, params=replace(STILL, p_erode=1.0, max_boundary=2))
+    assert out.sum() > 0
+
+
+def test_empty_masks_and_invalid_queries_stay_empty():
+    masks = _masks()
+    masks[:, 1] = 0
+    valid = torch.tensor([[True, True, False], [True, False, True]])
+    params = replace(PromptMisplacement(), probability=1.0, p_dilate=1.0, p_erode=0.0)
+    out = misplace_prompts(masks, valid, params=params, generator=np.random.default_rng(3))
+    assert out[:, 1].sum() == 0 and out[0, 2].sum() == 0
+    assert out[0, 0].sum() > 0 and out[1, 2].sum() > 0
+
+
+def test_two_dimensional_masks():
+    masks = _masks()[..., 16]
+    out = misplace_prompts(masks, params=replace(STILL, max_rotation_deg=10, max_shift=3),
+                           generator=np.random.default_rng(4))
+    assert out.shape == masks.shape and 0.3 < _dice(out, masks) < 1.0
+
+
+def test_the_same_seed_gives_the_same_prompts():
+    masks = _masks()
+    params = replace(PromptMisplacement(), probability=1.0, elastic_probability=1.0)
+    a = misplace_prompts(masks, params=params, generator=np.random.default_rng(7))
+    b = misplace_prompts(masks, params=params, generator=np.random.default_rng(7))
+    c = misplace_prompts(masks, params=params, generator=np.random.default_rng(8))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_only_the_chosen_share_of_samples_moves():
+    masks = _masks(batch=64, shape=(16, 16, 16))
+    out = misplace_prompts(masks, params=replace(STILL, probability=0.5, max_shift=4),
+                           generator=np.random.default_rng(5))
+    moved = (out != masks).flatten(1).any(1).float().mean().item()
+    assert 0.3 < moved < 0.7
+
+
+def test_wrong_dimensionality_is_refused():
+    with pytest.raises(ValueError, match="spatial axes"):
+        misplace_prompts(torch.zeros(2, 3, 4))
+
+
+def test_the_trainer_misplaces_the_prompts_it_hands_to_algorithm_1(preprocessed_phantom, tmp_path):
+    ext = tmp_path / "ext"
+    ext.mkdir()
+    record = tmp_path / "calls.jsonl"
+    (ext / "medals_misplacement_probe.py").write_text(textwrap.dedent("""
+        import json, os
+        import torch
+        import nnunetv2_medals.trainers.medals_trainer as module
+        from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement
+
+        misplace, algorithm_1 = module.misplace_prompts, module.simulate_spatial_prompts
+        seen = {}
+
+        def misplace_probe(masks, valid, params, generator):
+            out = misplace(masks, valid, params, generator)
+            seen["out"] = out
+            with open(os.environ["MISPLACEMENT_RECORD"], "a") as f:
+                f.write(json.dumps({"shape": list(masks.shape), "probability": params.probability,
+                                    "changed": bool((out != (masks > 0).float()).any())}) + "\\n")
+            return out
+
+        def algorithm_1_probe(masks, *args, **kwargs):
+            with open(os.environ["MISPLACEMENT_RECORD"], "a") as f:
+                f.write(json.dumps({"algorithm_1_input_is_misplaced": masks is seen.get("out")}) + "\\n")
+            return algorithm_1(masks, *args, **kwargs)
+
+        module.misplace_prompts, module.simulate_spatial_prompts = misplace_probe, algorithm_1_probe
+
+        class MedalSTrainer_misplacementProbe(module.MedalSTrainer_smoke):
+            prompt_misplacement = PromptMisplacement(probability=1.0)
+
+            def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
+                super().__init__(plans, configuration, fold, dataset_json, device)
+                self.num_iterations_per_epoch = 2
+                self.num_val_iterations_per_epoch = 1
+                self.p_skip_fusion = 0.0
+                self.dynamic_zoom_probability = 0.0
+    """))
+    env = train_env(preprocessed_phantom, ext, MISPLACEMENT_RECORD=record)
+    run(["nnUNetv2_train", "901", "3d_fullres", "2", "-tr", "MedalSTrainer_misplacementProbe", "-p",
+         "MedalSPlansCPU", "-device", "cpu"], env)
+    lines = [json.loads(line) for line in record.read_text().splitlines()]
+    calls = [c for c in lines if "shape" in c]
+    assert len(calls) == 2 and all(c["probability"] == 1.0 and c["changed"] for c in calls)
+    assert all(len(c["shape"]) == 5 for c in calls)
+    assert [c["algorithm_1_input_is_misplaced"] for c in lines if "shape" not in c] == [True, True]
