@@ -263,7 +263,7 @@ MedalSTrainer_100epochs = _variant("MedalSTrainer_100epochs", "MedalSTrainer for
 MedalSTrainer_250epochs = _variant("MedalSTrainer_250epochs", "MedalSTrainer for 250 epochs.", num_epochs=250)
 MedalSTrainer_500epochs = _variant("MedalSTrainer_500epochs", "MedalSTrainer for 500 epochs.", num_epochs=500)
 MedalSTrainer_CPUCT = _variant(
-    "MedalSTrainer_CPUCT", "1250 iterations at lr 1e-3, 32 prompts/sample: the real-CT job (ct-example, 3 mm) with "
-                           "the CPU preset.",
-    num_epochs=50, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32,
-    side_wordings=False)
+    "MedalSTrainer_CPUCT", "500 iterations at lr 1e-3, 32 prompts/sample: the real-CT job (ct-example, 3 mm) with "
+                           "the CPU preset (a checkpoint every 5 epochs).",
+    num_epochs=20, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32,
+    side_wordings=False, save_every=5)
