@@ -267,3 +267,8 @@ MedalSTrainer_CPUCT = _variant(
                            "the CPU preset (a checkpoint every 5 epochs).",
     num_epochs=20, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32,
     side_wordings=False, save_every=5)
+MedalSTrainer_CPUDemoEveryEpoch = _variant(
+    "MedalSTrainer_CPUDemoEveryEpoch", "MedalSTrainer_CPUDemo that writes checkpoint_latest.pth after every epoch: "
+                                       "benchmarks/finetune.py compares runs at equal iterations from it.",
+    num_epochs=30, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=16,
+    dynamic_zoom_probability=0.0, side_wordings=False, save_every=1)
