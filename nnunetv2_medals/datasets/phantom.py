@@ -41,6 +41,14 @@ TEXT_REGIONS = {
                 "prompts": ["kidneys", "both kidneys", "left and right kidney", "bilateral kidneys"]},
 }
 
+#: the optional new structure (``gallbladder=True``): the fine-tuning benchmark's class the demo model never saw.
+#: A bile-filled sac under the liver's inferior-anterior surface, hypodense like the liver tumour but outside the
+#: liver, so text (and position) must tell the two apart.
+GALLBLADDER = "gallbladder"
+GALLBLADDER_LABEL = 7
+GALLBLADDER_PROMPTS = ["gallbladder", "gall bladder", "Gallbladder in abdominal CT", "biliary vesicle",
+                       "cholecyst"]
+
 _FOV_MM = np.array([180.0, 240.0, 320.0])  # (z, y, x)
 
 
@@ -55,11 +63,13 @@ def _ellipsoid(grid, center, semi_axes) -> np.ndarray:
     return sum(((g - c) / a) ** 2 for g, c, a in zip(grid, center, semi_axes)) <= 1.0
 
 
-def make_phantom_case(rng: np.random.Generator, spacing: tuple[float, float, float] | None = None) -> PhantomCase:
+def make_phantom_case(rng: np.random.Generator, spacing: tuple[float, float, float] | None = None,
+                      gallbladder: bool = False) -> PhantomCase:
     """One synthetic abdominal CT with its label map (random placement, sizes, tumour and nodes).
 
     ``spacing`` (z, y, x) mm fixes the voxel size (the field of view stays 180 x 240 x 320 mm); by default it is
-    drawn at the coarse 6-8 mm x 4-5 mm that keeps the demo fast.
+    drawn at the coarse 6-8 mm x 4-5 mm that keeps the demo fast. ``gallbladder`` adds :data:`GALLBLADDER` (label
+    :data:`GALLBLADDER_LABEL`); without it the random stream and every case are those of the default phantom.
     """
     random_spacing = np.array([rng.uniform(6.0, 8.0), *(2 * [rng.uniform(4.0, 5.0)])])
     spacing = random_spacing if spacing is None else np.asarray(spacing, float)
@@ -102,6 +112,8 @@ def make_phantom_case(rng: np.random.Generator, spacing: tuple[float, float, flo
     tumour = _ellipsoid(grid, t_center, [tumour_r] * 3) & (labels == LABELS["liver parenchyma"])
     hu[tumour] = 15.0
     labels[tumour] = LABELS["liver tumour"]
+    if gallbladder:
+        _add_gallbladder(rng, grid, hu, labels, liver_center, liver_semi, inner & ~spine)
 
     # lymph nodes: separate spheres in free soft tissue, anterior to the spine, at least 12 mm apart
     free = inner & (labels == 0) & ~spine
@@ -125,9 +137,20 @@ def make_phantom_case(rng: np.random.Generator, spacing: tuple[float, float, flo
     return PhantomCase(np.clip(hu, -1024, 3000).astype(np.int16), labels, tuple(float(s) for s in spacing))
 
 
-def phantom_dataset_json(num_training: int) -> dict:
-    """A fresh ``dataset.json`` dict (callers may modify it)."""
-    return copy.deepcopy({
+def _add_gallbladder(rng, grid, hu, labels, liver_center, liver_semi, allowed) -> None:
+    """A bile-filled ellipsoid at the liver's inferior (-z), anterior (-y), medial (+x) edge; it may indent the
+    liver parenchyma but never the tumour."""
+    center = liver_center + np.array([-0.75, -0.55, 0.35]) * liver_semi + rng.uniform(-5.0, 5.0, 3)
+    semi = np.array([32.0, 16.0, 16.0]) * rng.uniform(0.85, 1.15, 3)
+    mask = (_ellipsoid(grid, center, semi) & allowed
+            & np.isin(labels, [0, LABELS["liver parenchyma"]]))
+    hu[mask] = 8.0
+    labels[mask] = GALLBLADDER_LABEL
+
+
+def phantom_dataset_json(num_training: int, gallbladder: bool = False) -> dict:
+    """A fresh ``dataset.json`` dict (callers may modify it); ``gallbladder`` adds that class and its phrasings."""
+    dataset = copy.deepcopy({
         "name": "MedalSPhantom",
         "description": "Synthetic abdominal CT phantoms with text prompts (nnunetv2-medals)",
         "channel_names": {"0": "CT"},
@@ -138,14 +161,20 @@ def phantom_dataset_json(num_training: int) -> dict:
         "text_prompts": TEXT_PROMPTS,
         "text_regions": TEXT_REGIONS,
     })
+    if gallbladder:
+        dataset["name"] = "MedalSPhantomGallbladder"
+        dataset["labels"][GALLBLADDER] = GALLBLADDER_LABEL
+        dataset["text_prompts"][GALLBLADDER] = list(GALLBLADDER_PROMPTS)
+    return dataset
 
 
 def write_phantom_dataset(output_folder: str | os.PathLike, num_cases: int = 10, num_test: int = 2,
                           seed: int = 0, overwrite: bool = False,
-                          spacing: tuple[float, float, float] | None = None) -> Path:
+                          spacing: tuple[float, float, float] | None = None, gallbladder: bool = False) -> Path:
     """Write a text-prompted nnU-Net raw dataset (imagesTr/labelsTr, imagesTs/labelsTs, dataset.json).
 
-    ``spacing`` (z, y, x mm) fixes the voxel size of every case (default: random coarse spacing).
+    ``spacing`` (z, y, x mm) fixes the voxel size of every case (default: random coarse spacing); ``gallbladder``
+    adds the gallbladder class (:func:`make_phantom_case`).
 
     The folder appears complete or not at all (built in a temporary sibling, then renamed).
     """
@@ -158,9 +187,9 @@ def write_phantom_dataset(output_folder: str | os.PathLike, num_cases: int = 10,
             (tmp / f"images{split}").mkdir()
             (tmp / f"labels{split}").mkdir()
             for i in range(count):
-                case = make_phantom_case(rng, spacing)
+                case = make_phantom_case(rng, spacing, gallbladder)
                 name = f"phantom_{split.lower()}_{i:03d}"
                 write_nifti(case.image_hu, case.spacing_mm, tmp / f"images{split}" / f"{name}_0000.nii.gz")
                 write_nifti(case.labels, case.spacing_mm, tmp / f"labels{split}" / f"{name}.nii.gz")
-        atomic_write_json(tmp / "dataset.json", phantom_dataset_json(num_cases))
+        atomic_write_json(tmp / "dataset.json", phantom_dataset_json(num_cases, gallbladder))
     return output_folder

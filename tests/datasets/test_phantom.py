@@ -70,3 +70,35 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         write_phantom_dataset(tmp_path / "Dataset001_X", num_cases=3)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_gallbladder_option_adds_a_new_target_and_leaves_the_default_alone(tmp_path):
+    from nnunetv2_medals.datasets.phantom import GALLBLADDER, GALLBLADDER_LABEL, phantom_dataset_json
+
+    rng = np.random.default_rng(5)
+    for _ in range(3):
+        case = make_phantom_case(rng, gallbladder=True)
+        lab, img = case.labels, case.image_hu.astype(float)
+        gallbladder = lab == GALLBLADDER_LABEL
+        assert ndimage.label(gallbladder)[1] == 1 and gallbladder.sum() > 50
+        for name, value in LABELS.items():
+            if value:
+                assert (lab == value).sum() > 0, name  # every default structure is still there
+        # under the liver, against it, outside the tumour; bile is darker than liver, and than the kidneys
+        liver = np.isin(lab, [LABELS["liver parenchyma"], LABELS["liver tumour"]])
+        assert ndimage.center_of_mass(gallbladder)[0] < ndimage.center_of_mass(liver)[0]
+        ring = ndimage.binary_dilation(gallbladder) & ~gallbladder
+        assert (lab[ring] == LABELS["liver parenchyma"]).any()
+        assert img[gallbladder].mean() < img[lab == LABELS["liver parenchyma"]].mean() - 30
+    # the default stream is untouched: gallbladder=False is the default case, voxel for voxel
+    plain, off = (make_phantom_case(np.random.default_rng(9), **kw) for kw in ({}, {"gallbladder": False}))
+    assert np.array_equal(plain.image_hu, off.image_hu) and np.array_equal(plain.labels, off.labels)
+    assert GALLBLADDER not in phantom_dataset_json(3)["labels"]
+    assert GALLBLADDER not in phantom_dataset_json(3)["text_prompts"]
+
+    folder = write_phantom_dataset(tmp_path / "Dataset009_MedalSPhantomGallbladder", num_cases=2, num_test=1,
+                                   gallbladder=True)
+    ds = load_text_prompted_dataset(folder)
+    assert GALLBLADDER in ds.target_names and len(ds.target_names) == 9
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "labelsTr" / "phantom_tr_000.nii.gz")))
+    assert (seg == GALLBLADDER_LABEL).any()
