@@ -100,7 +100,7 @@ def main() -> None:
     del case
 
     predictor = load_model(args.m, (0,), device=device)
-    phrasings = list(dict.fromkeys(predictor.vocabulary["phrasings"]))
+    phrasings = list(dict.fromkeys(predictor.vocabulary.phrasings))
     prompts = [Prompt(phrasings[i % len(phrasings)], i + 1, instance=(i % 8 == 7)) for i in range(args.prompts)]
     predictor.embed([p.text for p in prompts])  # warm the text path
 

@@ -46,7 +46,7 @@ def main() -> None:
     device = torch.device(args.device)
     parallel = load_model(args.m, (0,), device=device)
     sequential = load_model(args.m, (0,), device=device, sequential=True)
-    phrasings = parallel.vocabulary["phrasings"]
+    phrasings = parallel.vocabulary.phrasings
     texts = [phrasings[i % len(phrasings)] for i in range(max(args.ns))]
     data, _, _ = parallel.preprocess_case([args.i], [])
     data = torch.from_numpy(data) if not isinstance(data, torch.Tensor) else data

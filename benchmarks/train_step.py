@@ -40,6 +40,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--max_queries", type=int, default=32)
+    parser.add_argument("--compile", action="store_true", help="torch.compile both networks (as nnU-Net does on "
+                                                                "CUDA with nnUNet_compile); compile time is left out")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
     args = parser.parse_args()
     device = args.device
@@ -54,6 +56,8 @@ def main() -> None:
 
     medals = MedalSNetwork(input_channels=1, num_classes=n_targets, deep_supervision=True, **kwargs).to(device)
     plain = ResidualEncoderUNet(input_channels=1, num_classes=7, deep_supervision=True, **backbone).to(device)
+    if args.compile:
+        medals, plain = torch.compile(medals), torch.compile(plain)
     medals_opt = torch.optim.AdamW(medals.parameters(), 1e-4, weight_decay=0.01)
     plain_opt = torch.optim.SGD(plain.parameters(), 1e-2, momentum=0.99, nesterov=True)
     weights = nnunet_deep_supervision_weights(n_ds, ddp=False)
@@ -108,11 +112,11 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     preset = "real" if args.real else "cpu"
     print(f"training step, preset={preset}, batch 2 × {tile}, device={device}, {torch.get_num_threads()} threads, "
-          f"{args.max_queries} prompts/sample")
+          f"{args.max_queries} prompts/sample{', torch.compile' if args.compile else ''}")
     print(f"{'trainer':<16} {'median s/step':>14}")
     for k, v in med.items():
         print(f"{k:<16} {v:>14.3f}")
-    result = {"preset": preset, "device": device, "nnunet_s": round(med["nnUNetTrainer"], 4),
+    result = {"preset": preset, "device": device, "compiled": args.compile, "nnunet_s": round(med["nnUNetTrainer"], 4),
               "medals_s": round(med["MedalSTrainer"], 4),
               "ratio_medals_nnunet": round(med["MedalSTrainer"] / med["nnUNetTrainer"], 3)}
     if device.startswith("cuda"):
