@@ -268,7 +268,8 @@ MedalSTrainer_CPUCT = _variant(
     num_epochs=20, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32,
     side_wordings=False, save_every=5)
 MedalSTrainer_CPUDemoEveryEpoch = _variant(
-    "MedalSTrainer_CPUDemoEveryEpoch", "MedalSTrainer_CPUDemo that writes checkpoint_latest.pth after every epoch: "
-                                       "benchmarks/finetune.py compares runs at equal iterations from it.",
-    num_epochs=30, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=16,
+    "MedalSTrainer_CPUDemoEveryEpoch", "The CPU demo's 750 iterations in epochs of 10, validated and saved "
+                                       "(checkpoint_latest.pth) after each: benchmarks/finetune.py compares runs at "
+                                       "equal iterations from it.",
+    num_epochs=75, num_iterations_per_epoch=10, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=16,
     dynamic_zoom_probability=0.0, side_wordings=False, save_every=1)
