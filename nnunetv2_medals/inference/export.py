@@ -1,7 +1,8 @@
 """From network-grid probabilities to results in the input image's geometry, and the files they are written to.
 
-* :func:`export_prediction` — nnU-Net's export (resampling with the plans' function, un-cropping, un-transposing)
-  a few prompts at a time, the label map, Algorithm 3 and instance numbering, the per-case summary;
+* :func:`export_prediction` — the label map in the image geometry (by default :mod:`.slab_export`: slab by slab,
+  each output voxel once; ``method="nnunet"``: nnU-Net's export a few prompts at a time), Algorithm 3 and instance
+  numbering, the per-case summary; probabilities in the image geometry only when asked for (nnU-Net's export);
 * :func:`paste_into_image` — a prediction of an ROI crop put back into the whole image (two-stage);
 * :func:`write_prediction` — label map, instance maps, summary JSON, optional probabilities and PNG overlay, as one
   unit (temporary names, renames, the JSON last as the case's "complete" marker; :func:`case_files`);
@@ -9,18 +10,21 @@
 """
 from __future__ import annotations
 
+import copy
 import io
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 from nnunetv2.inference.export_prediction import convert_predicted_logits_to_segmentation_with_correct_shape
 from nnunetv2.utilities.label_handling.label_handling import LabelManager
+from nnunetv2.utilities.plans_handling.plans_handler import ConfigurationManager
 
+from nnunetv2_medals.inference.slab_export import label_map_in_image_geometry
 from nnunetv2_medals.io_utils import atomic_write_bytes
 from nnunetv2_medals.overlay import write_overlay_png
 from nnunetv2_medals.postprocessing import MIN_INSTANCE_VOLUME_MM3, min_instance_voxels, postprocess_label_map
@@ -43,10 +47,19 @@ class PromptedPrediction:
 
     label_map: np.ndarray
     instances: dict
-    probabilities: np.ndarray
+    #: the (N, *S) probabilities, or a function computing them when first read (:attr:`probabilities`)
+    probabilities_source: np.ndarray | Callable[[], np.ndarray]
     prompts: tuple
     properties: dict
     summary: dict = field(default_factory=dict)
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """(N, *S) float16 probabilities in the image geometry, computed on first use when the export left them
+        out (``--save_probabilities`` and callers that read them)."""
+        if callable(self.probabilities_source):
+            self.probabilities_source = self.probabilities_source()
+        return self.probabilities_source
 
 
 def prompt_label_manager(labels: Sequence[int]) -> LabelManager:
@@ -95,6 +108,15 @@ def to_image_geometry(probs: torch.Tensor, properties: dict, labels: Sequence[in
     return out.numpy(), label_map
 
 
+def label_voxels(label_map: np.ndarray, labels: Sequence[int], rows: int = 16) -> dict[int, int]:
+    """Voxels of each label value in ``label_map``, counted in one pass (blocks of ``rows`` along axis 0)."""
+    counts = np.zeros(max([0, *labels]) + 1, np.int64)
+    for start in range(0, label_map.shape[0], rows):
+        block = np.bincount(label_map[start:start + rows].ravel(), minlength=counts.size)
+        counts += block[:counts.size]
+    return {int(label): int(counts[label]) for label in labels}
+
+
 def case_summary(prompts: Sequence[Prompt], label_map: np.ndarray, instances: dict, properties: dict,
                  prompt_info: Sequence[dict] | None = None, min_instance_volume_mm3: float | None = None) -> dict:
     """What the per-case JSON holds: per prompt its voxels, volume (mL), instance count and ``prompt_info`` (how the
@@ -103,10 +125,10 @@ def case_summary(prompts: Sequence[Prompt], label_map: np.ndarray, instances: di
     spacing = properties["spacing"]
     voxel_ml = float(np.prod(spacing)) / 1000.0
     prompt_info = prompt_info or [{}] * len(prompts)
+    voxels = label_voxels(label_map, [p.label for p in prompts])
     return {"prompts": [
         {"text": p.text, "label": p.label, "instance": p.instance, "mask": str(p.mask) if p.mask else None,
-         "voxels": int((label_map == p.label).sum()), "volume_ml": round(float((label_map == p.label).sum())
-                                                                          * voxel_ml, 3),
+         "voxels": voxels[p.label], "volume_ml": round(float(voxels[p.label]) * voxel_ml, 3),
          **({"instances": int(instances[p.label].max())} if p.instance else {}), **info}
         for p, info in zip(prompts, prompt_info)],
         "spacing": [float(s) for s in spacing],
@@ -119,18 +141,39 @@ def export_prediction(probs: torch.Tensor, properties: dict, prompts: Sequence[P
                       configuration_manager, voxel_budget: int = EXPORT_VOXEL_BUDGET,
                       multi_part: Sequence[bool] | None = None,
                       prompt_info: Sequence[dict] | None = None,
-                      min_instance_volume_mm3: float = MIN_INSTANCE_VOLUME_MM3) -> PromptedPrediction:
+                      min_instance_volume_mm3: float = MIN_INSTANCE_VOLUME_MM3, method: str = "slab",
+                      device=None) -> PromptedPrediction:
     """Network-grid probabilities (N, *grid) of ``prompts`` -> the case's result in the image geometry.
 
-    ``multi_part[n]`` exempts prompt n from Algorithm 3 (:func:`.postprocessing.is_multi_part`); ``prompt_info[n]``
-    goes into the summary beside prompt n; instance components under ``min_instance_volume_mm3`` (at the image's
-    spacing) are dropped."""
+    ``method="slab"`` (default): :func:`.slab_export.label_map_in_image_geometry` on ``device`` (each output voxel
+    once; probabilities in the image geometry are computed by nnU-Net's export only when read); it falls back to
+    ``"nnunet"`` (nnU-Net's export of all probabilities, then :func:`.postprocessing.postprocess_label_map`) when
+    the plans name a probability resampling it does not reproduce. ``multi_part[n]`` exempts prompt n from
+    Algorithm 3 (:func:`.postprocessing.is_multi_part`); ``prompt_info[n]`` goes into the summary beside prompt n;
+    instance components under ``min_instance_volume_mm3`` (at the image's spacing) are dropped."""
+    if method not in ("slab", "nnunet"):
+        raise ValueError(f"export method must be 'slab' or 'nnunet', got {method!r}")
     labels = [p.label for p in prompts]
-    probabilities, label_map = to_image_geometry(probs, properties, labels, plans_manager, configuration_manager,
-                                                 voxel_budget)
-    label_map, instances = postprocess_label_map(label_map, probabilities, labels, [p.instance for p in prompts],
-                                                 min_instance_voxels(min_instance_volume_mm3, properties["spacing"]),
-                                                 multi_part=multi_part)
+    instance = [p.instance for p in prompts]
+    multi_part = [False] * len(labels) if multi_part is None else list(multi_part)
+    min_voxels = min_instance_voxels(min_instance_volume_mm3, properties["spacing"])
+    exported = None
+    if method == "slab":
+        exported = label_map_in_image_geometry(probs, properties, labels, instance, multi_part, min_voxels,
+                                               plans_manager, configuration_manager, device)
+    if exported is None:
+        probabilities, label_map = to_image_geometry(probs, properties, labels, plans_manager, configuration_manager,
+                                                     voxel_budget)
+        label_map, instances = postprocess_label_map(label_map, probabilities, labels, instance, min_voxels,
+                                                     multi_part=multi_part)
+    else:
+        label_map, instances = exported
+        # the configuration as it is now (callers change its spacing for a case): probabilities are made later
+        frozen = ConfigurationManager(copy.deepcopy(configuration_manager.configuration))
+        grid = probs.detach().cpu()
+
+        def probabilities():
+            return to_image_geometry(grid, properties, labels, plans_manager, frozen, voxel_budget)[0]
     return PromptedPrediction(label_map, instances, probabilities, tuple(prompts), properties,
                               case_summary(prompts, label_map, instances, properties, prompt_info,
                                            min_instance_volume_mm3))
@@ -138,15 +181,19 @@ def export_prediction(probs: torch.Tensor, properties: dict, prompts: Sequence[P
 
 def paste_into_image(crop_result: PromptedPrediction, roi: tuple[slice, ...], shape: Sequence[int],
                      properties: dict) -> PromptedPrediction:
-    """A prediction of an ROI crop put back into the full image (zeros outside the ROI)."""
+    """A prediction of an ROI crop put back into the full image (zeros outside the ROI; probabilities pasted when
+    first read)."""
     label_map = np.zeros(shape, crop_result.label_map.dtype)
     label_map[roi] = crop_result.label_map
     instances = {}
     for label, numbered in crop_result.instances.items():
         instances[label] = np.zeros(shape, numbered.dtype)
         instances[label][roi] = numbered
-    probabilities = np.zeros((crop_result.probabilities.shape[0], *shape), crop_result.probabilities.dtype)
-    probabilities[(slice(None), *roi)] = crop_result.probabilities
+
+    def probabilities():
+        pasted = np.zeros((crop_result.probabilities.shape[0], *shape), crop_result.probabilities.dtype)
+        pasted[(slice(None), *roi)] = crop_result.probabilities
+        return pasted
     summary = dict(crop_result.summary)
     summary["spacing"] = [float(s) for s in properties["spacing"]]
     return PromptedPrediction(label_map, instances, probabilities, crop_result.prompts,

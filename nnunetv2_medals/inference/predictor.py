@@ -26,7 +26,9 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+from nnunetv2.preprocessing.cropping.cropping import create_nonzero_mask
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.geometry import is_canonical, plans_reader_writer
@@ -55,10 +57,12 @@ class MedalSPredictor(nnUNetPredictor):
     target is answered with that target's trained embedding, paper §2.7, :mod:`..text_prompts.prompt_matching`).
     """
 
-    #: voxels per float32 copy the export may hold at once (see :func:`.export.to_image_geometry`)
+    #: voxels per float32 copy nnU-Net's export may hold at once (:func:`.export.to_image_geometry`)
     export_voxel_budget = EXPORT_VOXEL_BUDGET
     #: mask prompts are appended as extra input channels
     accepts_mask_prompts = True
+    #: "slab": label maps straight from the network grid, on ``device`` (:mod:`.slab_export`); "nnunet": old path
+    export_method = "slab"
 
     def __init__(self, tile_step_size: float = 0.5, use_gaussian: bool = True, perform_everything_on_device: bool = True,
                  device: torch.device = torch.device("cuda"), verbose: bool = False, allow_tqdm: bool = False,
@@ -229,7 +233,8 @@ class MedalSPredictor(nnUNetPredictor):
             return export_prediction(probs, properties, prompts, self.plans_manager, self.configuration_manager,
                                      self.export_voxel_budget, self._multi_part(prompts, matches),
                                      [{"match": m.to_json()} for m in matches],
-                                     min_instance_volume_mm3=self.min_instance_volume_mm3())
+                                     min_instance_volume_mm3=self.min_instance_volume_mm3(),
+                                     method=self.export_method, device=self.device)
 
     def _multi_part(self, prompts: Sequence[Prompt], matches: Sequence[PromptMatch]) -> list[bool]:
         """Per prompt: is its structure several parts (Algorithm 3 leaves it whole)? Judged from the matched target
@@ -245,7 +250,8 @@ class MedalSPredictor(nnUNetPredictor):
     def preprocess(self, image: np.ndarray, props: dict, prompts: Sequence[Prompt],
                    masks: Sequence[np.ndarray | None] | None = None):
         """nnU-Net's preprocessing of one image (C, *S) and its native-geometry mask prompts (one per prompt or
-        None), at the case's spacing (:meth:`case_spacing`)."""
+        None), at the case's spacing (:meth:`case_spacing`). The image is preprocessed once; each mask is brought
+        onto the same grid (:meth:`mask_to_network_grid`)."""
         spacing = self.case_spacing(props["spacing"], prompts)
         dynamic = spacing != [float(s) for s in self.configuration_manager.spacing]
         preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
@@ -256,16 +262,31 @@ class MedalSPredictor(nnUNetPredictor):
             mask_prompts = None
             if masks is not None and any(m is not None for m in masks):
                 mask_prompts = torch.zeros((len(prompts), *data.shape[1:]), dtype=torch.float32)
+                transposed = image.transpose([0, *[i + 1 for i in self.plans_manager.transpose_forward]])
+                nonzero = create_nonzero_mask(transposed)[bounding_box_to_slice(properties["bbox_used_for_cropping"])]
                 for i, m in enumerate(masks):
-                    if m is None:
-                        continue
-                    _, seg, _ = preprocessor.run_case_npy(image.copy(), m[None].astype(np.int8), copy.deepcopy(props),
-                                                          self.plans_manager, self.configuration_manager,
-                                                          self.dataset_json)
-                    mask_prompts[i] = torch.from_numpy((seg[0] > 0).astype(np.float32))
+                    if m is not None:
+                        grid = self.mask_to_network_grid(m, properties, nonzero, data.shape[1:])
+                        mask_prompts[i] = torch.from_numpy(grid)
         if dynamic:
             properties["network_spacing"] = spacing
         return data, properties, mask_prompts
+
+    def mask_to_network_grid(self, mask: np.ndarray, properties: dict, nonzero: np.ndarray,
+                             grid_shape: Sequence[int]) -> np.ndarray:
+        """A native-geometry mask prompt (*S) -> float32 (0/1) on the preprocessed image's grid, as nnU-Net's
+        preprocessing of the image with the mask as its segmentation gives it: the same transpose and crop (voxels
+        outside the image's nonzero region marked -1, as ``crop_to_nonzero`` does), the plans' segmentation
+        resampling to the same shape."""
+        seg = mask.astype(np.int8)[None].transpose([0, *[i + 1 for i in self.plans_manager.transpose_forward]])
+        seg = seg[(slice(None), *bounding_box_to_slice(properties["bbox_used_for_cropping"]))].copy()
+        seg[(seg == 0) & ~nonzero[None]] = -1
+        original = [properties["spacing"][i] for i in self.plans_manager.transpose_forward]
+        target = list(self.configuration_manager.spacing)
+        if len(target) < len(original):
+            target = [original[0], *target]
+        seg = self.configuration_manager.resampling_fn_seg(seg, grid_shape, original, target)
+        return (np.asarray(seg[0]) > 0).astype(np.float32)
 
     def predict_image(self, image: np.ndarray, properties: dict, prompts: Sequence[Prompt],
                       masks: Sequence[np.ndarray | None] | None = None, source: str = "array") -> PromptedPrediction:
