@@ -7,8 +7,10 @@
 #
 # `prepare` writes into .gpu_bench/: the real-size preset's plans (MedalSPlanner, ResEnc-M + d = 768 query decoder)
 # planned for the demo's phantom CT at the paper's coarse spacing (3.0 x 1.5 x 1.5 mm, z y x), the demo model's
-# vocabulary (benchmarks/untrained_model.py --save_like: prompts resolve without the text encoder), and, for a GPU
-# machine that cannot install from an index, the project's wheel and its dependencies' files (site.tar.xz).
+# vocabulary (benchmarks/untrained_model.py --save_like: prompts resolve without the text encoder), the committed
+# project (project.tar.gz, `git archive HEAD`: what is measured is a commit), and, for a GPU machine that cannot
+# install from an index, the files of the dependencies a bare PyTorch image lacks (site.tar.xz). There:
+#   mkdir -p /tmp/p && tar -xzf .gpu_bench/project.tar.gz -C /tmp/p && cp -r .gpu_bench /tmp/p/ && bash /tmp/p/benchmarks/gpu_check.sh
 # The check then builds an untrained model of those plans (weights do not change time or memory) and runs:
 #   1. train_step.py --real: MedalSTrainer's step vs nnUNetTrainer's on the same backbone and patch (autocast as
 #      nnU-Net trains: float16 on CUDA)
@@ -41,10 +43,11 @@ if [ "${1:-}" = "prepare" ]; then
   cp "$TMP/Dataset501_MedalSPhantom/MedalSPlansGPUBench.json" "$BENCH/plans_real.json"
   cp "$MODEL/plans.json" "$BENCH/plans_cpu.json"
   python benchmarks/untrained_model.py --like "$MODEL" --save_like "$BENCH/like.pt"
-  # the project and the dependencies a bare PyTorch image lacks (pure-Python ones as wheels, compiled ones for
+  # the dependencies a bare PyTorch image lacks (pure-Python ones as wheels, compiled ones for
   # CPython 3.12 manylinux x86-64), unpacked into one folder and packed with xz to fit a 64 MiB transfer
   rm -rf "$TMP/whl" "$TMP/site" && mkdir -p "$TMP/whl" "$TMP/site"
-  python -m pip wheel -q --no-deps -w "$TMP/whl" "$ROOT" nnunetv2==2.8.1 dynamic_network_architectures==0.4.4 \
+  git archive --format=tar.gz -o "$BENCH/project.tar.gz" HEAD
+  python -m pip wheel -q --no-deps -w "$TMP/whl" nnunetv2==2.8.1 dynamic_network_architectures==0.4.4 \
     batchgenerators==0.25.5 batchgeneratorsv2==0.3.6 acvl_utils==0.2.6 nibabel==5.4.2 yacs==0.1.8 graphviz==0.21
   python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_24_x86_64 \
@@ -63,9 +66,13 @@ LOG="$OUTDIR/gpu_check.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1
 START=$SECONDS
-if [ -f "$BENCH/site.tar.xz" ] && ! python3 -c "import nnunetv2_medals" 2>/dev/null; then
-  mkdir -p /tmp/medals_site && tar -C /tmp/medals_site -xJf "$BENCH/site.tar.xz"
-  export PYTHONPATH="/tmp/medals_site${PYTHONPATH:+:$PYTHONPATH}"
+if ! python3 -c "import nnunetv2_medals" 2>/dev/null; then
+  # not installed: the dependencies from site.tar.xz, the package assembled from this tree as setup.py lays it out
+  [ -f "$BENCH/site.tar.xz" ] && mkdir -p /tmp/medals_site && tar -C /tmp/medals_site -xJf "$BENCH/site.tar.xz"
+  PKG=/tmp/medals_pkg
+  rm -rf "$PKG" && mkdir -p "$PKG" && cp -r nnunetv2_medals "$PKG/"
+  for sub in trainers planners text_prompts; do rm -rf "$PKG/nnunetv2_medals/$sub"; cp -r "$sub" "$PKG/nnunetv2_medals/$sub"; done
+  export PYTHONPATH="$PKG:/tmp/medals_site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if [ -z "${nnUNet_extTrainer:-}" ]; then
   nnUNet_extTrainer="$(python3 -c 'from nnunetv2_medals.paths import trainer_dir; print(trainer_dir())')"
