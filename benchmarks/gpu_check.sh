@@ -66,7 +66,7 @@ LOG="$OUTDIR/gpu_check.log"
 exec > >(tee -a "$LOG") 2>&1
 export PYTHONUNBUFFERED=1
 START=$SECONDS
-if ! python3 -c "import nnunetv2_medals" 2>/dev/null; then
+if ! (cd / && python3 -c "import nnunetv2, nnunetv2_medals.text_prompts") 2>/dev/null; then
   # not installed: the dependencies from site.tar.xz, the package assembled from this tree as setup.py lays it out
   [ -f "$BENCH/site.tar.xz" ] && mkdir -p /tmp/medals_site && tar -C /tmp/medals_site -xJf "$BENCH/site.tar.xz"
   PKG=/tmp/medals_pkg
