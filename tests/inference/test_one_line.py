@@ -235,3 +235,30 @@ def test_a_mask_prompt_from_the_command_line_reaches_its_prompt(smoke_model, sca
     summary = json.loads((out / "case.json").read_text())
     assert [p["mask"] for p in summary["prompts"]] == [None, str(hint)]
     assert json.loads((out / "case_legend.json").read_text())["labels"]["2"]["mask_prompt"] == str(hint)
+
+
+def test_a_folder_of_scans_with_a_prompt_file_keeps_the_files_label_values(smoke_model, scans, tmp_path):
+    # a folder holding an image file and a DICOM series subfolder (with its localizer beside it); a prompt file
+    # with its own label values and a per-case prompt list for one input
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    (folder / "case.nii.gz").symlink_to(scans["nifti"])
+    (folder / "ct_series").symlink_to(scans["dicom"], target_is_directory=True)
+    (folder / "notes.txt").write_text("not an image: passed over")
+    prompt_file = tmp_path / "prompts.json"
+    prompt_file.write_text(json.dumps({"prompts": [{"text": "spleen", "label": 5}, {"text": "left kidney", "label": 9}],
+                                       "cases": {"ct_series": {"prompts": [{"text": "spleen", "label": 3}]}}}))
+    out = tmp_path / "out"
+    proc = predict(["-i", folder, "-o", out, "-m", smoke_model["dir"], "--prompts", prompt_file], smoke_model["env"])
+    assert "wrote 2 results" in proc.stdout
+    legend = json.loads((out / "case_legend.json").read_text())
+    assert {k: v["prompt"] for k, v in legend["labels"].items()} == {"5": "spleen", "9": "left kidney"}
+    assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "case.nii.gz"))))) <= {0, 5, 9}
+    series = json.loads((out / "ct_series_legend.json").read_text())
+    assert {k: v["prompt"] for k, v in series["labels"].items()} == {"3": "spleen"}
+    assert series["series_instance_uid"] == scans["series_uid"]
+    assert set(np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(out / "ct_series.nii.gz"))))) <= {0, 3}
+    # -p beside --prompts is refused
+    bad = run(["nnunetv2_medals", "predict", "-i", str(folder), "-o", str(tmp_path / "bad"), "-m",
+               str(smoke_model["dir"]), "-p", "liver", "--prompts", str(prompt_file)], smoke_model["env"], check=False)
+    assert bad.returncode != 0 and "not both" in bad.stderr and not (tmp_path / "bad").exists()
