@@ -13,7 +13,9 @@ table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json
 from __future__ import annotations
 
 import argparse
+import re
 import statistics
+import time
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +33,11 @@ from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_we
 from nnunetv2_medals.network.medals_network import MedalSNetwork
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary, VocabularyTarget
 from nnunetv2_medals.training.prompt_sampling import TargetLookup, sample_query_batch
+from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement, misplace_prompts
 from nnunetv2_medals.training.spatial_prompts import simulate_spatial_prompts
+
+#: as MedalSTrainer.prompt_misplacement
+MISPLACEMENT = PromptMisplacement(probability=0.5)
 
 
 def main() -> None:
@@ -40,6 +46,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--max_queries", type=int, default=32)
+    parser.add_argument("--profile", action="store_true", help="also split each step into its parts (waits for the "
+                                                                "GPU between parts, so steps get a little slower)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both networks (as nnU-Net does on "
                                                                 "CUDA with nnUNet_compile); compile time is left out")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
@@ -78,27 +86,55 @@ def main() -> None:
     for _ in range(n_ds - 1):
         segs.append(segs[-1][:, :, ::2, ::2, ::2])
 
+    split: dict[str, dict[str, list[float]]] = {"nnUNetTrainer": {}, "MedalSTrainer": {}}
+    clock = {"t": 0.0}
+
+    def mark(trainer: str, part: str | None) -> None:
+        """--profile: time since the previous mark, charged to ``part`` (None starts the clock)."""
+        if not args.profile:
+            return
+        if device.startswith("cuda"):
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        if part is not None:
+            split[trainer].setdefault(part, []).append(now - clock["t"])
+        clock["t"] = now
+
     def medals_step():
+        mark("MedalSTrainer", None)
         presence = lookup.presence(segs[0]).cpu().numpy()
         queries = sample_query_batch(presence, np.ones_like(presence), vocab, args.max_queries, rng, device)
+        mark("MedalSTrainer", "prompt sampling")
         targets = [lookup.masks(s, queries.target_index) for s in segs]
-        spatial = simulate_spatial_prompts(targets[0], queries.valid, generator=rng)
+        mark("MedalSTrainer", "per-query targets")
+        spatial = simulate_spatial_prompts(misplace_prompts(targets[0], queries.valid, MISPLACEMENT, rng),
+                                           queries.valid, generator=rng)
+        mark("MedalSTrainer", "spatial prompts (misplacement + Alg. 1)")
         medals_opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", enabled=device.startswith("cuda")):
             out = medals(x, embeddings[queries.phrasing_index], spatial, queries.valid)
+            mark("MedalSTrainer", "forward")
             loss = medals_loss(out, targets, [queries.valid] * len(targets))
+        mark("MedalSTrainer", "loss")
         loss.backward()
+        mark("MedalSTrainer", "backward")
         torch.nn.utils.clip_grad_norm_(medals.parameters(), 12)
         medals_opt.step()
+        mark("MedalSTrainer", "clip + optimizer")
 
     def plain_step():
+        mark("nnUNetTrainer", None)
         plain_opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", enabled=device.startswith("cuda")):
             out = plain(x)
+            mark("nnUNetTrainer", "forward")
             loss = plain_loss(out, segs)
+        mark("nnUNetTrainer", "loss")
         loss.backward()
+        mark("nnUNetTrainer", "backward")
         torch.nn.utils.clip_grad_norm_(plain.parameters(), 12)
         plain_opt.step()
+        mark("nnUNetTrainer", "clip + optimizer")
 
     steps = {"nnUNetTrainer": plain_step, "MedalSTrainer": medals_step}
     times = {k: [] for k in steps}
@@ -116,9 +152,21 @@ def main() -> None:
     print(f"{'trainer':<16} {'median s/step':>14}")
     for k, v in med.items():
         print(f"{k:<16} {v:>14.3f}")
-    result = {"preset": preset, "device": device, "compiled": args.compile, "nnunet_s": round(med["nnUNetTrainer"], 4),
+    if args.profile:
+        print(f"{'part of the step (median s)':<44} {'nnUNetTrainer':>14} {'MedalSTrainer':>14}")
+        parts = list(dict.fromkeys([*split["MedalSTrainer"], *split["nnUNetTrainer"]]))
+        for part in parts:
+            cells = [statistics.median(split[t][part][1:]) if part in split[t] else None for t in split]
+            print(f"{part:<44} " + " ".join(f"{'-' if c is None else format(c, '.4f'):>14}" for c in cells))
+    result = {"preset": preset, "device": device, "compiled": args.compile,
+              "nnunet_s": round(med["nnUNetTrainer"], 4),
               "medals_s": round(med["MedalSTrainer"], 4),
               "ratio_medals_nnunet": round(med["MedalSTrainer"] / med["nnUNetTrainer"], 3)}
+    if args.profile:
+        for trainer, parts in split.items():
+            for part, values in parts.items():
+                key = re.sub(r"\W+", "_", part.split(" (")[0]).strip("_")
+                result[f"{trainer}_{key}_s"] = round(statistics.median(values[1:]), 4)
     if device.startswith("cuda"):
         result["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
     report(result, args.out)
