@@ -89,9 +89,9 @@ python3 -c "import torch, nnunetv2_medals; print('torch', torch.__version__, 'cu
 torch.cuda.get_device_name() if torch.cuda.is_available() else '')" || exit 1
 
 if [ -n "${GPU_CHECK_TINY:-}" ]; then
-  DEVICE=cpu PLANS="$BENCH/plans_cpu.json" REAL="" SHAPE="48 96 128" NS="1 8" PROMPTS=8
+  DEVICE=cpu PLANS="$BENCH/plans_cpu.json" REAL="" SHAPE="48 96 128" NS="1 8"
 else
-  DEVICE=cuda PLANS="$BENCH/plans_real.json" REAL="--real" SHAPE="300 512 512" NS="1 8 24" PROMPTS=24
+  DEVICE=cuda PLANS="$BENCH/plans_real.json" REAL="--real" SHAPE="300 512 512" NS="1 8 24"
 fi
 MODEL="$WORK/model"
 python3 benchmarks/untrained_model.py --plans "$PLANS" --like "$BENCH/like.pt" -o "$MODEL" || exit 1
@@ -109,8 +109,8 @@ cd benchmarks
 step train_step 150 python3 train_step.py $REAL --quick --profile --device "$DEVICE" --out "$OUTDIR/train_step.json"
 step network_forward 90 python3 network_forward.py $REAL --quick --device "$DEVICE" --ns $NS \
   --out "$OUTDIR/network_forward.json"
-step large_volume 240 python3 large_volume.py -m "$MODEL" --device "$DEVICE" --shape $SHAPE --prompts "$PROMPTS" \
-  --resampling plans --out "$OUTDIR/large_volume.json"
+step large_volume 240 python3 large_volume.py -m "$MODEL" --device "$DEVICE" --shape $SHAPE --prompts $NS \
+  --out "$OUTDIR/large_volume.json"
 if [[ " $STEPS " == *" predict_prompts "* ]]; then
 python3 - "$WORK/large_0000.nii.gz" $SHAPE <<'EOF'
 import sys
