@@ -77,7 +77,7 @@ if ! (cd / && python3 -c "import nnunetv2, nnunetv2_medals.text_prompts") 2>/dev
   export PYTHONPATH="$PKG:/tmp/medals_site${PYTHONPATH:+:$PYTHONPATH}"
 fi
 if [ -z "${nnUNet_extTrainer:-}" ]; then
-  nnUNet_extTrainer="$(python3 -c 'from nnunetv2_medals.paths import trainer_dir; print(trainer_dir())')"
+  nnUNet_extTrainer="$(cd / && python3 -c 'from nnunetv2_medals.paths import trainer_dir; print(trainer_dir())')"
   export nnUNet_extTrainer
 fi
 WORK="$(mktemp -d)"
@@ -124,8 +124,8 @@ EOF
 fi
 step predict_prompts 180 python3 predict_prompts.py -m "$MODEL" -i "$WORK/large_0000.nii.gz" --device "$DEVICE" \
   --ns $NS --repeats 1 --out "$OUTDIR/predict_prompts.json"
-if [ -z "${GPU_CHECK_TINY:-}" ] && [ $((SECONDS - START)) -lt 300 ]; then
-  step train_step_compiled 200 python3 train_step.py $REAL --quick --compile --device "$DEVICE" \
+if [ -z "${GPU_CHECK_TINY:-}" ] && [ $((SECONDS - START)) -lt 240 ]; then
+  step train_step_compiled 150 python3 train_step.py $REAL --quick --compile --device "$DEVICE" \
     --out "$OUTDIR/train_step_compiled.json"
 fi
 echo "== done in $((SECONDS - START))s; results in $OUTDIR"
