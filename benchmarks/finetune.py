@@ -10,10 +10,10 @@ recipe: ``nnUNetv2_plan_and_preprocess_medals --no_pp``, ``nnUNetv2_move_plans_b
 plans (so both runs share one network), ``nnUNetv2_preprocess``, then ``nnUNetv2_train D2 3d_fullres 0 -tr TRAINER
 -p MedalSPlansCPU`` with and without ``-pretrained_weights`` (the demo's ``checkpoint_final.pth``), side by side,
 each with its own ``nnUNet_results``. Reported per target, at equal iterations:
-- the per-epoch pseudo-Dice of nnU-Net's training-time validation (4 batches of patches of the 2 fold-0 validation
-  cases, from the checkpoint's logging), smoothed as nnU-Net smooths its EMA (0.9 / 0.1), and the first iteration at
-  which that EMA reaches 0.8 on each target;
-- Dice of nnU-Net's final validation (full images, the fold-0 validation cases);
+- the pseudo-Dice of nnU-Net's training-time validation after every epoch of 10 iterations (4 batches of patches of
+  the 2 fold-0 validation cases, from the checkpoint's logging), and the first iteration at which its mean over the
+  last 3 validations reaches 0.8 on each target;
+- when both runs finished: Dice of nnU-Net's final validation (full images, the fold-0 validation cases);
 - Dice (F1 for lymph nodes) on the held-out test cases through ``nnUNetv2_predict_medals`` + ``evaluate``.
 Prints the table, ``RESULT key=value …``, writes ``benchmarks/results/finetune.json``. Everything else goes to
 ``work_dirs/finetune``.
@@ -48,6 +48,7 @@ TARGET_NAME = f"Dataset{TARGET_ID}_MedalSPhantomGallbladder"
 PLANS, CONFIG = "MedalSPlansCPU", "3d_fullres"
 RUNS = ("fine-tuned", "scratch")
 THRESHOLD = 0.8
+WINDOW = 3  # validations averaged before the threshold is checked
 
 
 def stock(cmd: list[str], env: dict, log: Path | None = None) -> None:
@@ -104,10 +105,13 @@ def train_both(work: Path, trainer: str, pretrained: Path, deadline: float | Non
         if run == "fine-tuned":
             cmd += ["-pretrained_weights", str(pretrained)]
         print("$ " + " ".join(cmd) + f"   (nnUNet_results={results})", flush=True)
-        # augmentation in the training process; OpenMP threads sleep instead of spinning on a shared CPU
-        env = {"nnUNet_n_proc_DA": "0", "OMP_WAIT_POLICY": "PASSIVE", **environment(work, results)}
+        # the demo's 2 augmentation workers; OpenMP threads sleep instead of spinning on a shared CPU
+        env = {"nnUNet_n_proc_DA": "2", "OMP_WAIT_POLICY": "PASSIVE", **environment(work, results)}
         log = open(work / f"train_{run}.log", "w")
         procs[run] = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        splits = work / "nnUNet_preprocessed" / TARGET_NAME / "splits_final.json"
+        while not splits.is_file() and procs[run].poll() is None:  # the first run writes it; the second reads it
+            time.sleep(2)
     state = {run: {"finished": False, "kept": 0} for run in RUNS}
     stopped = False
     while any(p.poll() is None for p in procs.values()):
@@ -154,20 +158,19 @@ def common_checkpoint(work: Path, trainer: str) -> tuple[str, int]:
 
 
 def curves(fold: Path, checkpoint: str, targets: list[str], iterations_per_epoch: int) -> dict:
-    """Per-target pseudo-Dice per epoch from the checkpoint's logging, its EMA, and the first iteration the EMA
+    """Per-target pseudo-Dice per epoch from the checkpoint's logging, its trailing mean over the last
+    :data:`WINDOW` validations (one validation is a few patches: noisy), and the first iteration at which that mean
     reaches the threshold (None: not within the iterations behind the checkpoint)."""
     logging = torch.load(fold / checkpoint, map_location="cpu", weights_only=False)["logging"]
     raw = np.asarray(logging["dice_per_class_or_region"], float)  # (epochs, targets)
-    ema = np.empty_like(raw)
-    for e, row in enumerate(raw):
-        ema[e] = row if e == 0 else 0.9 * ema[e - 1] + 0.1 * row
+    mean = np.stack([raw[max(0, e - WINDOW + 1):e + 1].mean(0) for e in range(len(raw))])
     first = {}
     for j, name in enumerate(targets):
-        hit = np.flatnonzero(ema[:, j] >= THRESHOLD)
+        hit = np.flatnonzero(mean[WINDOW - 1:, j] >= THRESHOLD) + WINDOW - 1  # full windows only
         first[name] = int((hit[0] + 1) * iterations_per_epoch) if hit.size else None
     return {"pseudo_dice": {t: raw[:, j].round(4).tolist() for j, t in enumerate(targets)},
-            "pseudo_dice_ema": {t: ema[:, j].round(4).tolist() for j, t in enumerate(targets)},
-            "iterations_to_ema_0.8": first}
+            f"pseudo_dice_mean_of_{WINDOW}": {t: mean[:, j].round(4).tolist() for j, t in enumerate(targets)},
+            "iterations_to_0.8": first}
 
 
 def test_dice(work: Path, run: str, trainer: str, checkpoint: str, num_test: int) -> dict[str, float]:
@@ -207,6 +210,7 @@ def main() -> None:
                         help="UTC time at which both trainings stop; the comparison then uses their last common "
                              "epoch (default: train to the end)")
     parser.add_argument("--work", default=str(ROOT / "work_dirs" / "finetune"))
+    parser.add_argument("--reuse_data", action="store_true", help="train on the already preprocessed new dataset")
     parser.add_argument("--skip_training", action="store_true", help="evaluate the already trained runs")
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "finetune.json"))
     args = parser.parse_args()
@@ -223,7 +227,8 @@ def main() -> None:
     training = None
     if not args.skip_training:
         work.mkdir(parents=True, exist_ok=True)
-        prepare_data(work, args)
+        if not args.reuse_data:
+            prepare_data(work, args)
         training = train_both(work, args.trainer, pretrained, deadline)
     targets = load_text_prompted_dataset(work / "nnUNet_raw" / TARGET_NAME).target_names
     # the trainer's settings as nnU-Net recorded them (debug.json holds the trainer's attributes)
@@ -237,27 +242,35 @@ def main() -> None:
         fold = fold_dir(work, run, args.trainer)
         runs[run] = {**curves(fold, checkpoint, targets, per_epoch),
                      "test_dice": test_dice(work, run, args.trainer, checkpoint, args.num_test)}
-        if checkpoint == "checkpoint_final.pth":
+        if checkpoint == "checkpoint_final.pth" and (fold / "validation" / "summary.json").is_file():
             runs[run]["validation_dice"] = validation_dice_by_target(fold)
     fmt = lambda v: "  -  " if v is None else f"{v:.3f}"  # noqa: E731
     reach = lambda v: f">{iterations}" if v is None else str(v)  # noqa: E731
     print(f"\n{args.trainer} ({schedule}-iteration schedule), compared at {iterations} iterations ({checkpoint}); "
           f"{args.n} training cases (fold 0: 2 for validation), {args.num_test} held-out; CPU shared with other "
           f"trainings")
-    print(f"{'target':<18}{'held-out Dice  FT / scratch':>30}{'iterations to pseudo-Dice EMA 0.8  FT / scratch':>50}")
+    print(f"{'target':<18}{'held-out Dice':>16}{'validation Dice':>18}{'iterations to 0.8':>20}")
+    print(f"{'':<18}{'FT / scratch':>16}{'FT / scratch':>18}{'FT / scratch':>20}")
     for t in targets:
-        test = [runs[r]["test_dice"].get(t) for r in RUNS]
-        its = [runs[r]["iterations_to_ema_0.8"][t] for r in RUNS]
-        print(f"{t:<18}{fmt(test[0]):>19} / {fmt(test[1]):<8}{reach(its[0]):>39} / {reach(its[1]):<8}")
+        test = " / ".join(fmt(runs[r]["test_dice"].get(t)) for r in RUNS)
+        val = " / ".join(fmt(runs[r].get("validation_dice", {}).get(t)) for r in RUNS)
+        its = " / ".join(f"{reach(runs[r]['iterations_to_0.8'][t]):>5}" for r in RUNS)
+        print(f"{t:<18}{test:>16}{val:>18}{its:>20}")
+    print(f"held-out: {args.num_test} test cases, one prompt per label (lymph node: instance F1); validation: "
+          f"nnU-Net's full-image validation of the 2 fold-0 cases; iterations to 0.8: first validation at which "
+          f"the training-time pseudo-Dice, averaged over it and the {WINDOW - 1} before, reaches 0.8")
     new = [runs[r]["test_dice"][GALLBLADDER] for r in RUNS]
     result = {"date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
               "machine": machine() + ", CPU shared with other trainings", "trainer": args.trainer,
               "schedule_iterations": schedule, "compared_at_iterations": iterations, "checkpoint": checkpoint,
               "new_target": GALLBLADDER,
               "gallbladder_test_dice_finetuned": round(new[0], 4), "gallbladder_test_dice_scratch": round(new[1], 4),
-              "gallbladder_iterations_to_0.8_finetuned": runs["fine-tuned"]["iterations_to_ema_0.8"][GALLBLADDER],
-              "gallbladder_iterations_to_0.8_scratch": runs["scratch"]["iterations_to_ema_0.8"][GALLBLADDER],
-              "training": training, "targets": targets, "runs": runs}
+              "gallbladder_iterations_to_0.8_finetuned": runs["fine-tuned"]["iterations_to_0.8"][GALLBLADDER],
+              "gallbladder_iterations_to_0.8_scratch": runs["scratch"]["iterations_to_0.8"][GALLBLADDER],
+              "targets": targets,
+              # lists, so that the RESULT line leaves them out
+              "training": [] if training is None else [training],
+              "runs": [{"run": r, **runs[r]} for r in RUNS]}
     report(result, args.out)
 
 
