@@ -95,13 +95,14 @@ def _stencil_reduce(x: torch.Tensor, modes: Sequence[str], reduce) -> torch.Tens
     return x
 
 
-def cell_decisions(logits: torch.Tensor, modes: Sequence[str], lookup: torch.Tensor, active: torch.Tensor,
+def cell_decisions(logits: torch.Tensor, modes: Sequence[str], active: torch.Tensor,
                    n_cells: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per network cell (the first ``n_cells`` along axis 0 of ``logits`` (N, *g)): the label if it is decided for
-    every output voxel in it, else -1; and (N, cells) which prompts may win there.
+    """Per network cell (the first ``n_cells`` along axis 0 of ``logits`` (N, *g)), int16: 1 + the index of the
+    prompt that wins in every output voxel of the cell, 0 where none reaches 0.5, -1 if undecided; and (N, cells)
+    which prompts may win there.
 
-    Decided: all prompts' highest probability < 0.5 (label 0), or the prompt w with the highest lowest probability
-    has it >= 0.5 and above every earlier prompt's highest, at least every later one's (label ``lookup[w]``).
+    Decided: all prompts' highest probability < 0.5 (0), or the prompt w with the highest lowest probability has
+    it >= 0.5 and above every earlier prompt's highest, at least every later one's (w + 1).
     Otherwise the candidates are the prompts whose highest probability reaches max(0.5, w's lowest). ``active``
     (N,) bool: prompts that may win at all (not a duplicate of an earlier one)."""
     hi = torch.sigmoid(_stencil_reduce(logits, modes, torch.maximum)[:, :n_cells])
@@ -116,9 +117,9 @@ def cell_decisions(logits: torch.Tensor, modes: Sequence[str], lookup: torch.Ten
     after = torch.where(index > winner, hi, -1.0).amax(0)
     sure_fg = (best_lo >= 0.5) & (before < best_lo) & (after <= best_lo)
     sure_bg = hi.amax(0) < 0.5
-    label = torch.where(sure_fg, lookup[winner], torch.where(sure_bg, 0, -1)).to(torch.int32)
-    candidates = (hi >= best_lo.clamp(min=0.5)) & (label < 0)
-    return label, candidates
+    code = torch.where(sure_fg, winner + 1, torch.where(sure_bg, 0, -1)).to(torch.int16)
+    candidates = (hi >= best_lo.clamp(min=0.5)) & (code < 0)
+    return code, candidates
 
 
 def duplicate_free(logits: torch.Tensor) -> torch.Tensor:
@@ -161,7 +162,7 @@ def slab_label_map(logits: torch.Tensor, labels: Sequence[int], out_shape: Seque
     """Write the label map (argmax of the prompts' interpolated probabilities where it reaches 0.5, the earlier
     prompt on ties) of the output grid ``out_shape`` into ``out`` (a uint16 array or view of that shape), slab by
     slab along axis 0: decided cells are expanded to their output voxels; for the others each candidate prompt is
-    interpolated on the box of its candidate cells (:func:`interpolate_box`).
+    interpolated on the box of its candidate cells (:func:`interpolate_box`), its running best kept in place.
 
     ``logits`` (N, *grid) on the device to work on. Returns the per-axis tables (:func:`axis_tables`)."""
     device = logits.device
@@ -169,21 +170,22 @@ def slab_label_map(logits: torch.Tensor, labels: Sequence[int], out_shape: Seque
     tables = [axis_tables(g, s, m, device) for g, s, m in zip(grid, out_shape, modes)]
     cell_of = [t[0] for t in tables]
     repeats_y, repeats_x = (torch.bincount(t, minlength=g) for t, g in zip(cell_of[1:], grid[1:]))
-    lookup = torch.as_tensor(np.asarray(labels, dtype=np.int64), device=device)
+    lookup = np.asarray([0, *labels], dtype=np.uint16)
     active = duplicate_free(logits)
     rows = max(1, slab_voxels // (out_shape[1] * out_shape[2]))
+    best = torch.empty((rows, *out_shape[1:]), device=device)
+    best_index = torch.empty((rows, *out_shape[1:]), dtype=torch.int16, device=device)
     for start in range(0, out_shape[0], rows):
         stop = min(out_shape[0], start + rows)
         c_first, c_last = int(cell_of[0][start]), int(cell_of[0][stop - 1])
         n_cells = c_last - c_first + 1
-        label, candidates = cell_decisions(logits[:, c_first:min(grid[0], c_last + 2)], modes, lookup, active,
-                                           n_cells)
-        code = label.repeat_interleave(torch.bincount(cell_of[0][start:stop] - c_first, minlength=n_cells), 0)
+        code, candidates = cell_decisions(logits[:, c_first:min(grid[0], c_last + 2)], modes, active, n_cells)
+        code = code.repeat_interleave(torch.bincount(cell_of[0][start:stop] - c_first, minlength=n_cells), 0)
         code = code.repeat_interleave(repeats_y, 1).repeat_interleave(repeats_x, 2)
         undecided = code < 0
         if bool(undecided.any()):
-            best = torch.full(code.shape, -1.0, device=device)
-            best_index = torch.zeros(code.shape, dtype=torch.long, device=device)
+            best.fill_(-1.0)
+            best_index.zero_()
             for n in torch.nonzero(candidates.flatten(1).any(1)).flatten().tolist():
                 box = []
                 for axis in range(3):
@@ -194,11 +196,11 @@ def slab_label_map(logits: torch.Tensor, labels: Sequence[int], out_shape: Seque
                 local = (slice(box[0].start - start, box[0].stop - start), box[1], box[2])
                 p = torch.sigmoid(interpolate_box(logits[n], tables, box))
                 current = best[local]
-                better = (p > current) & undecided[local]
-                best[local] = torch.where(better, p, current)
-                best_index[local] = torch.where(better, n, best_index[local])
-            code = torch.where(undecided, torch.where(best >= 0.5, lookup[best_index], 0).to(code.dtype), code)
-        out[start:stop] = code.cpu().numpy()
+                best_index[local].masked_fill_(p > current, n + 1)  # strict: the earlier prompt keeps a tie
+                torch.maximum(current, p, out=current)
+            found = best[:stop - start] >= 0.5
+            code = torch.where(undecided, torch.where(found, best_index[:stop - start], 0), code)
+        out[start:stop] = lookup[code.cpu().numpy()]
     return tables
 
 
