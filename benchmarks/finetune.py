@@ -2,6 +2,7 @@
 
     bash .ci/demo                                   # once: the demo model (work_dirs/demo, read only here)
     python benchmarks/finetune.py                   # data, stock plans/preprocess, both trainings, evaluation
+    python benchmarks/finetune.py --deadline 15:50  # stop both trainings then; compare at their last common epoch
     python benchmarks/finetune.py --skip_training   # evaluation and table only, from the trained folders
 
 DatasetD2 is the phantom with a gallbladder (``write_phantom_dataset(gallbladder=True)``, another seed): the 8
