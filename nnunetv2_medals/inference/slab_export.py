@@ -85,14 +85,16 @@ def axis_tables(n_in: int, n_out: int, mode: str, device) -> tuple[torch.Tensor,
     return i0.to(device), i1.to(device), weight.to(device)
 
 
-def _stencil_reduce(x: torch.Tensor, modes: Sequence[str], reduce) -> torch.Tensor:
-    """Per cell (the stencil starting at each network voxel) the max/min over its corners, axis by axis."""
+def _stencil_corners(x: torch.Tensor, modes: Sequence[str]) -> torch.Tensor:
+    """(corners, N, *g): per cell (the stencil starting at each network voxel) the values at its 2 or 1 corners
+    per axis (the last voxel of an axis is its own neighbour, as torch clamps)."""
+    corners = [x]
     for axis, mode in enumerate(modes):
         if mode == "linear":
             dim = axis + 1
-            shifted = torch.cat((x.narrow(dim, 1, x.shape[dim] - 1), x.narrow(dim, x.shape[dim] - 1, 1)), dim)
-            x = reduce(x, shifted)
-    return x
+            corners += [torch.cat((c.narrow(dim, 1, c.shape[dim] - 1), c.narrow(dim, c.shape[dim] - 1, 1)), dim)
+                        for c in corners]
+    return torch.stack(corners)
 
 
 def cell_decisions(logits: torch.Tensor, modes: Sequence[str], active: torch.Tensor,
@@ -101,24 +103,28 @@ def cell_decisions(logits: torch.Tensor, modes: Sequence[str], active: torch.Ten
     prompt that wins in every output voxel of the cell, 0 where none reaches 0.5, -1 if undecided; and (N, cells)
     which prompts may win there.
 
-    Decided: all prompts' highest probability < 0.5 (0), or the prompt w with the highest lowest probability has
-    it >= 0.5 and above every earlier prompt's highest, at least every later one's (w + 1).
-    Otherwise the candidates are the prompts whose highest probability reaches max(0.5, w's lowest). ``active``
-    (N,) bool: prompts that may win at all (not a duplicate of an earlier one)."""
-    hi = torch.sigmoid(_stencil_reduce(logits, modes, torch.maximum)[:, :n_cells])
-    lo = torch.sigmoid(_stencil_reduce(logits, modes, torch.minimum)[:, :n_cells])
+    Interpolated values are convex combinations of the cell's corners, so: all prompts' highest probability < 0.5
+    decides 0. The prompt w with the highest lowest probability wins the cell if that is >= 0.5 and w beats every
+    other prompt m at every corner: its lowest probability above m's highest, or its logit minus m's above 0 at
+    every corner (the difference interpolates like the values); at least equal for a later m (an argmax keeps the
+    earlier prompt on ties). Otherwise the candidates are the prompts not so beaten whose highest probability
+    reaches max(0.5, w's lowest). ``active`` (N,) bool: prompts that may win at all (not a duplicate)."""
+    corners = _stencil_corners(logits, modes)[:, :, :n_cells]
+    hi = torch.sigmoid(corners.amax(0))
+    lo = torch.sigmoid(corners.amin(0))
     view = (-1,) + (1,) * (hi.ndim - 1)
     hi = torch.where(active.view(view), hi, -1.0)
     lo = torch.where(active.view(view), lo, -1.0)
     winner = torch.argmax(lo, 0)  # the first of equal maxima
     best_lo = lo.gather(0, winner[None])[0]
+    margin = (corners.gather(1, winner[None, None].expand(corners.shape[0], 1, *winner.shape)) - corners).amin(0)
     index = torch.arange(hi.shape[0], device=hi.device).view(view)
-    before = torch.where(index < winner, hi, -1.0).amax(0)
-    after = torch.where(index > winner, hi, -1.0).amax(0)
-    sure_fg = (best_lo >= 0.5) & (before < best_lo) & (after <= best_lo)
+    beaten = torch.where(index < winner, (hi < best_lo) | (margin > 0), (hi <= best_lo) | (margin >= 0))
+    beaten = (beaten & (index != winner)) | ~active.view(view)
+    sure_fg = (best_lo >= 0.5) & (beaten | (index == winner)).all(0)
     sure_bg = hi.amax(0) < 0.5
     code = torch.where(sure_fg, winner + 1, torch.where(sure_bg, 0, -1)).to(torch.int16)
-    candidates = (hi >= best_lo.clamp(min=0.5)) & (code < 0)
+    candidates = (hi >= best_lo.clamp(min=0.5)) & ~beaten & (code < 0)
     return code, candidates
 
 
