@@ -40,6 +40,7 @@ from bench_utils import machine, report
 from nnunetv2_medals.datasets.phantom import GALLBLADDER, GALLBLADDER_LABEL, LABELS, write_phantom_dataset
 from nnunetv2_medals.datasets.text_prompted import load_text_prompted_dataset
 from nnunetv2_medals.evaluation import validation_dice_by_target
+from nnunetv2_medals.io_utils import atomic_write_json
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "work_dirs" / "demo"
@@ -67,13 +68,31 @@ def environment(work: Path, results: Path | None = None) -> dict:
     return env
 
 
+def keep_checkpoint(fold: Path, epoch: int) -> str:
+    """Copy ``checkpoint_latest.pth`` to ``checkpoint_epoch_NNN.pth`` (temporary name, then rename) if it loads and
+    is the one written after ``epoch``: "kept"; "busy" while nnU-Net is (re)writing it; "missed" when a later
+    epoch's checkpoint has already replaced it."""
+    tmp = fold / f".checkpoint_epoch_{epoch:03d}.pth.tmp"
+    try:
+        shutil.copy2(fold / "checkpoint_latest.pth", tmp)
+        written_after = torch.load(tmp, map_location="cpu", weights_only=False)["current_epoch"]
+    except Exception:  # a partly written file: torch's unpickling errors vary
+        tmp.unlink(missing_ok=True)
+        return "busy"
+    if written_after != epoch + 1:
+        tmp.unlink(missing_ok=True)
+        return "missed" if written_after > epoch + 1 else "busy"
+    os.replace(tmp, fold / f"checkpoint_epoch_{epoch:03d}.pth")
+    return "kept"
+
+
 def prepare_data(work: Path, args) -> None:
     """The new dataset, the demo's plans moved onto it, preprocessing: the README recipe's first three steps."""
     raw = work / "nnUNet_raw" / TARGET_NAME
     write_phantom_dataset(raw, args.n, args.num_test, seed=args.seed, overwrite=True, gallbladder=True)
     dataset = json.loads((raw / "dataset.json").read_text())
     dataset["overwrite_image_reader_writer"] = "SimpleITKIOWithReorient"
-    (raw / "dataset.json").write_text(json.dumps(dataset, indent=2))
+    atomic_write_json(raw / "dataset.json", dataset)
     source = work / "nnUNet_preprocessed" / SOURCE_NAME
     shutil.rmtree(source, ignore_errors=True)
     source.mkdir(parents=True)
@@ -120,7 +139,11 @@ def train_both(work: Path, trainer: str, pretrained: Path, deadline: float | Non
             fold = fold_dir(work, run, trainer)
             started = _epochs_started(work / f"train_{run}.log")
             for epoch in range(state[run]["kept"], started - 1):  # epoch done and its checkpoint written
-                shutil.copy2(fold / "checkpoint_latest.pth", fold / f"checkpoint_epoch_{epoch:03d}.pth")
+                kept = keep_checkpoint(fold, epoch)
+                if kept == "busy":
+                    break  # nnU-Net is still writing it: next poll
+                if kept == "missed":
+                    print(f"  {run}: epoch {epoch}'s checkpoint was replaced before it was kept", flush=True)
                 state[run]["kept"] = epoch + 1
                 print(f"  {run}: epoch {epoch} done after {time.perf_counter() - start:.0f} s", flush=True)
         if deadline is not None and time.time() > deadline:
@@ -196,7 +219,10 @@ def test_dice(work: Path, run: str, trainer: str, checkpoint: str, num_test: int
     scores = {}
     for name in labels:
         values = [s[name]["F1"] if name == "lymph node" else s[name]["DSC"] for s in cases.values()]
-        scores[name] = float(np.mean([v for v in values if v is not None]))
+        values = [v for v in values if v is not None]
+        if not values:
+            sys.exit(f"error: {out}/evaluation/summary.json has no score for {name!r}")
+        scores[name] = float(np.mean(values))
     return scores
 
 
