@@ -129,7 +129,8 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
     ``scale`` and a shift of up to ``max_shift`` voxels per axis, for ``elastic_probability`` of them plus a smooth
     elastic displacement (``elastic_points``³ control points of up to ``elastic_amplitude`` voxels, trilinearly
     interpolated), nearest-neighbour resampled — as a registration prior a few degrees and millimetres off would
-    place them; then each prompt of those samples is dilated (``p_dilate``) or eroded (``p_erode``) by
+    place them. All of it is in voxels of the patch: on anisotropic spacing the "rotation" is not rigid in mm and
+    the shift's mm differ per axis (the zero-padded border also pulls empty space into masks that cross it); then each prompt of those samples is dilated (``p_dilate``) or eroded (``p_erode``) by
     1..``max_boundary`` voxels, as a rough hand drawing would be. The loss still uses the true masks, so the
     network learns to correct a prompt instead of copying it. Other samples are returned unchanged.
 
@@ -143,7 +144,10 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
     if len(spatial) not in (2, 3):
         raise ValueError(f"misplace_prompts: masks must be (B, N, *S) with 2 or 3 spatial axes, got {masks.shape}")
     out = (masks > 0).float()
-    chosen = np.flatnonzero(rng.random(batch) < params.probability)
+    if params.probability <= 0:  # no draw at all: Algorithm 1 alone, with the same random stream as before
+        chosen = np.zeros(0, dtype=np.int64)
+    else:
+        chosen = np.flatnonzero(rng.random(batch) < params.probability)
     if len(chosen):
         torch_rng = torch.Generator(device=masks.device)
         torch_rng.manual_seed(int(rng.integers(2 ** 62)))

@@ -54,6 +54,30 @@ def test_a_pure_shift_moves_the_mask_by_at_most_the_maximum_without_changing_its
             before, after = masks[b, c].nonzero().float().mean(0), out[b, c].nonzero().float().mean(0)
             assert (after - before).abs().max() <= 3.0 + 1e-4
             assert abs(out[b, c].sum() / masks[b, c].sum() - 1) < 0.25
+        moved = out[b, 0].nonzero().float().mean(0) - masks[b, 0].nonzero().float().mean(0)
+        assert moved.abs().max() >= 0.5  # the shift was applied
+    assert torch.equal(masks, _masks(batch=4))  # the targets the loss uses are left as they were
+
+
+def test_the_affine_is_a_rotation_and_scale_about_the_centre_on_a_non_cubic_patch():
+    from nnunetv2_medals.training.prompt_perturbation import _sampling_grid
+
+    spatial = [12, 40, 28]
+    params = replace(STILL, max_rotation_deg=8, scale=(0.9, 1.1), max_shift=4)
+    grid = _sampling_grid(3, spatial, params, torch.Generator().manual_seed(0), torch.device("cpu"))
+    size = torch.tensor(spatial, dtype=torch.float64)
+    # grid_sample coordinates (x, y, z), align_corners=False -> voxel coordinates in array order
+    source = ((grid.double().flip(-1) + 1) * size - 1) / 2
+    target = torch.stack(torch.meshgrid(*[torch.arange(n, dtype=torch.float64) for n in spatial], indexing="ij"), -1)
+    centre = (size - 1) / 2
+    x = torch.cat([(target - centre).reshape(-1, 3), torch.ones(target[..., :1].numel(), 1, dtype=torch.float64)], 1)
+    for k in range(3):
+        fit = torch.linalg.lstsq(x, (source[k] - centre).reshape(-1, 3)).solution  # (4, 3): linear part + shift
+        linear, shift = fit[:3].T, fit[3]
+        gram = linear.T @ linear
+        scale2 = gram.diagonal().mean()
+        assert torch.allclose(gram, scale2 * torch.eye(3, dtype=torch.float64), atol=1e-6)  # rigid in voxels
+        assert 0.9 ** 2 - 1e-6 <= scale2 <= 1.1 ** 2 + 1e-6 and shift.abs().max() <= 4 + 1e-6
 
 
 def test_dilation_grows_and_erosion_shrinks_the_boundary():
