@@ -117,8 +117,12 @@ def main() -> None:
           f"{time.perf_counter() - start:.1f} s")
     del case
 
-    predictor = load_model(args.m, (0,), device=device)
+    # raw text: every phrasing keeps its own embedding, so the N prompts are N different network outputs (matched to
+    # their targets, the phrasings of one target would share one class embedding and the export would see duplicates)
+    predictor = load_model(args.m, (0,), device=device, raw_text=True)
     phrasings = list(dict.fromkeys(predictor.vocabulary.phrasings))
+    if len(phrasings) < max(args.prompts):
+        print(f"note: the model has {len(phrasings)} phrasings; prompts beyond that repeat one")
     runs = {}
     for n in args.prompts:
         prompts = [Prompt(phrasings[i % len(phrasings)], i + 1, instance=(i % 8 == 7)) for i in range(n)]

@@ -37,6 +37,8 @@ from nnunetv2_medals.postprocessing import keep_confident_components, number_ins
 SUPPORTED_RESAMPLING = ("resample_torch_fornnunet", "resample_torch_simple")
 #: output voxels per slab (bounds the per-slab temporaries: ~60 bytes per uncertain voxel)
 SLAB_VOXELS = 2 ** 22
+#: corner values per slab for :func:`cell_decisions` (float32: 256 MB)
+CORNER_BUDGET = 2 ** 26
 
 
 def grid_logits(probs: torch.Tensor) -> torch.Tensor:
@@ -179,6 +181,11 @@ def slab_label_map(logits: torch.Tensor, labels: Sequence[int], out_shape: Seque
     lookup = np.asarray([0, *labels], dtype=np.uint16)
     active = duplicate_free(logits)
     rows = max(1, slab_voxels // (out_shape[1] * out_shape[2]))
+    # cell_decisions holds 8 corner values per prompt and network cell of a slab (and temporaries of that size):
+    # where the grid is finer than the output along axis 0 (thick slices, dynamic resampling, a fine stage) a slab
+    # of output rows covers many cells, so its height is bounded by the cells too
+    cells_per_row = 8 * logits.shape[0] * grid[1] * grid[2]
+    rows = max(1, min(rows, int((CORNER_BUDGET / cells_per_row - 2) * out_shape[0] / grid[0])))
     best = torch.empty((rows, *out_shape[1:]), device=device)
     best_index = torch.empty((rows, *out_shape[1:]), dtype=torch.int16, device=device)
     for start in range(0, out_shape[0], rows):

@@ -138,3 +138,23 @@ def test_hybrid_masks_preprocessed_with_the_image_once_equal_nnunets_per_mask_ru
                                               predictor.dataset_json)
         np.testing.assert_array_equal(prompts[i].numpy(), (seg[0] > 0).astype(np.float32))
     assert not prompts[1].any() and prompts.shape[1:] == data.shape[1:]
+
+
+def test_a_grid_finer_than_the_output_keeps_slabs_small_and_the_same_answer(monkeypatch):
+    """Thick output slices under a fine network grid: many grid cells per output row. A small corner budget forces
+    one-row slabs; the label map is still the argmax of torch's interpolation of all prompts (>= 0.5, earlier
+    prompt on ties)."""
+    import nnunetv2_medals.inference.slab_export as slab_export
+
+    rng = np.random.default_rng(3)
+    probs = _blobs((40, 12, 14), 3, rng)
+    logits = torch.logit(probs.float().clamp(1e-6, 1 - 1e-6))
+    out_shape = (9, 20, 23)
+    modes = ["linear"] * 3
+    reference = torch.nn.functional.interpolate(logits[None], size=out_shape, mode="trilinear")[0].sigmoid()
+    expected = np.where(reference.amax(0).numpy() >= 0.5, reference.argmax(0).numpy() + 1, 0)
+    for budget in (2 ** 26, 8 * 3 * 12 * 14 * 3):
+        monkeypatch.setattr(slab_export, "CORNER_BUDGET", budget)
+        out = np.zeros(out_shape, np.uint16)
+        slab_export.slab_label_map(logits, [1, 2, 3], out_shape, modes, out)
+        assert (out == expected).mean() >= 0.999
