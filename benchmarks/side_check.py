@@ -38,7 +38,9 @@ def scores(pred_dir: Path, gt_dir: Path, prompts: list[dict], labels: dict[str, 
             own = name_of[p["label"]]
             other = opposite(own)
             own_dice = dice(pred == p["label"], gt == p["label"])
-            other_dice = dice(pred == p["label"], gt == labels[other]) if other in labels else None
+            # no opposite structure in this reference (absent from the scan): nothing to compare with, not a 1.0
+            present = other in labels and bool((gt == labels[other]).any())
+            other_dice = dice(pred == p["label"], gt == labels[other]) if present else None
             out[f"{gt_file.name[:-7]}  {p['text']}"] = (own, own_dice, other_dice)
     return out
 
