@@ -81,8 +81,9 @@ def main() -> None:
     if args.plans is None or args.o is None:
         parser.error("--plans and -o are needed to make a model folder")
     checkpoint = make_model_folder(args.plans, like, args.o, args.c)
-    n = sum(v.numel() for v in torch.load(checkpoint, weights_only=False)["network_weights"].values()
-            if torch.is_tensor(v))
+    # parameters, not state-dict entries: nnU-Net's decoder holds the encoder too, so the state dict lists it twice
+    weights = torch.load(checkpoint, weights_only=False)["network_weights"]
+    n = sum(v.numel() for v in {v.data_ptr(): v for v in weights.values() if torch.is_tensor(v)}.values())
     print(f"untrained model folder {args.o} ({n / 1e6:.1f} M parameters, {len(like['vocabulary']['targets'])} "
           f"targets)")
 
