@@ -5,9 +5,10 @@
     python benchmarks/train_step.py --real     # real-size preset (ResEnc-M + reference query decoder), 128³
 
 Both sides run forward + backward + AdamW/SGD step on the same random batch (data loading and augmentation are
-nnU-Net's in both trainers and are left out). The Medal S side does everything its train_step does per batch:
-sampling ``max_queries`` prompts per sample, building per-query targets at every deep-supervision scale,
-Algorithm 1, the fused forward and the per-query BCE + Dice. Runs are interleaved; medians are reported. Prints a
+nnU-Net's in both trainers and are left out). The Medal S side runs its train_step's own prompt work
+(``training.prompted_batch.build_prompted_batch``: ``max_queries`` prompts per sample, per-query targets at every
+deep-supervision scale, misplaced masks + Algorithm 1, a tenth of the steps without fusion), the forward, the
+per-query BCE + Dice and its optimiser (fused AdamW); the nnU-Net side SGD as nnUNetTrainer. Runs are interleaved; medians are reported. Prints a
 table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json``.
 """
 from __future__ import annotations
@@ -32,12 +33,9 @@ from nnunetv2_medals.datasets.text_prompted import parse_text_prompted_dataset
 from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
 from nnunetv2_medals.network.medals_network import MedalSNetwork
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary, VocabularyTarget
-from nnunetv2_medals.training.prompt_sampling import TargetLookup, sample_query_batch
-from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement, misplace_prompts
-from nnunetv2_medals.training.spatial_prompts import simulate_spatial_prompts
-
-#: as MedalSTrainer.prompt_misplacement
-MISPLACEMENT = PromptMisplacement(probability=0.5)
+from nnunetv2_medals.training.prompt_sampling import TargetLookup
+from nnunetv2_medals.training.prompted_batch import build_prompted_batch
+from nnunetv2_medals.trainers.medals_trainer import MedalSTrainer
 
 
 def main() -> None:
@@ -66,7 +64,9 @@ def main() -> None:
     plain = ResidualEncoderUNet(input_channels=1, num_classes=7, deep_supervision=True, **backbone).to(device)
     if args.compile:
         medals, plain = torch.compile(medals), torch.compile(plain)
-    medals_opt = torch.optim.AdamW(medals.parameters(), 1e-4, weight_decay=0.01)
+    # as MedalSTrainer.configure_optimizers
+    medals_opt = torch.optim.AdamW(medals.parameters(), 1e-4, weight_decay=0.01,
+                                   fused=torch.device(device).type in ("cpu", "cuda") or None)
     plain_opt = torch.optim.SGD(plain.parameters(), 1e-2, momentum=0.99, nesterov=True)
     weights = nnunet_deep_supervision_weights(n_ds, ddp=False)
     medals_loss = DeepSupervisionWrapper(PromptBCEDiceLoss(), weights)
@@ -102,19 +102,17 @@ def main() -> None:
 
     def medals_step():
         mark("MedalSTrainer", None)
-        presence = lookup.presence(segs[0]).cpu().numpy()
-        queries = sample_query_batch(presence, np.ones_like(presence), vocab, args.max_queries, rng, device)
-        mark("MedalSTrainer", "prompt sampling")
-        targets = [lookup.masks(s, queries.target_index) for s in segs]
-        mark("MedalSTrainer", "per-query targets")
-        spatial = simulate_spatial_prompts(misplace_prompts(targets[0], queries.valid, MISPLACEMENT, rng),
-                                           queries.valid, generator=rng)
-        mark("MedalSTrainer", "spatial prompts (misplacement + Alg. 1)")
+        # MedalSTrainer.train_step's prompt work (every case annotates every target; the trainer's fusion-skip
+        # share, so a tenth of the steps run without spatial prompts)
+        prompts = build_prompted_batch(segs, np.ones((len(x), n_targets), dtype=bool), lookup, vocab, embeddings,
+                                       args.max_queries, MedalSTrainer.p_skip_fusion,
+                                       MedalSTrainer.prompt_misplacement, rng,
+                                       mark=lambda part: mark("MedalSTrainer", part))
         medals_opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", enabled=device.startswith("cuda")):
-            out = medals(x, embeddings[queries.phrasing_index], spatial, queries.valid)
+            out = medals(x, prompts.text, prompts.spatial, prompts.valid, fuse_prompts=prompts.fuse)
             mark("MedalSTrainer", "forward")
-            loss = medals_loss(out, targets, [queries.valid] * len(targets))
+            loss = medals_loss(out, prompts.targets, [prompts.valid] * len(prompts.targets))
         mark("MedalSTrainer", "loss")
         loss.backward()
         mark("MedalSTrainer", "backward")

@@ -30,9 +30,9 @@ from nnunetv2_medals.text_prompts.side_wordings import with_side_wordings
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 from nnunetv2_medals.training.dynamic_zoom import target_extents_mm, zoom_to_smallest_target
 from nnunetv2_medals.training.lr_schedule import CosineLRScheduler
-from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement, misplace_prompts
-from nnunetv2_medals.training.prompt_sampling import TargetLookup, case_annotation_mask, sample_query_batch
-from nnunetv2_medals.training.spatial_prompts import simulate_spatial_prompts
+from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement
+from nnunetv2_medals.training.prompt_sampling import TargetLookup, case_annotation_mask
+from nnunetv2_medals.training.prompted_batch import build_prompted_batch
 
 
 class MedalSTrainer(nnUNetTrainer):
@@ -110,7 +110,10 @@ class MedalSTrainer(nnUNetTrainer):
                                f"encoder {self.vocabulary.text_encoder['id']}")
 
     def configure_optimizers(self):
-        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay)
+        # fused AdamW on CPU and CUDA (one kernel for all parameters): the same update as the per-parameter loop in
+        # a fraction of its time (CPU preset: 2 ms vs 14 ms per step on one thread); other devices keep the default
+        optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
+                                      fused=self.device.type in ("cpu", "cuda") or None)
         return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs)
 
     def _build_loss(self):
@@ -171,20 +174,13 @@ class MedalSTrainer(nnUNetTrainer):
                                     self.target_lookup, self.target_extents, self.configuration_manager.spacing,
                                     [self._original_spacing(k) for k in batch["keys"]], self.dynamic_alpha,
                                     self.dynamic_zoom_probability, self.rng)
-        presence = self.target_lookup.presence(segs[0]).cpu().numpy()
-        annotated = case_annotation_mask(self.text_dataset, batch["keys"])
-        queries = sample_query_batch(presence, annotated, self.vocabulary, self.max_queries, self.rng, self.device)
-        text = self.phrasing_embeddings[queries.phrasing_index]
-        targets = [self.target_lookup.masks(s, queries.target_index) for s in segs]
-        fuse = self.rng.random() >= self.p_skip_fusion
-        spatial = simulate_spatial_prompts(
-            misplace_prompts(targets[0], queries.valid, self.prompt_misplacement, self.rng), queries.valid,
-            generator=self.rng) if fuse else None
-
+        prompts = build_prompted_batch(
+            segs, case_annotation_mask(self.text_dataset, batch["keys"]), self.target_lookup, self.vocabulary,
+            self.phrasing_embeddings, self.max_queries, self.p_skip_fusion, self.prompt_misplacement, self.rng)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
-            output = self.network(data, text, spatial, queries.valid, fuse_prompts=fuse)
-            loss = self._loss(output, targets, queries.valid)
+            output = self.network(data, prompts.text, prompts.spatial, prompts.valid, fuse_prompts=prompts.fuse)
+            loss = self._loss(output, prompts.targets, prompts.valid)
         # same update as nnUNetTrainer.train_step (AMP scaling, clipping at 12); that method cannot be reused
         # because it calls the network with the image only
         if self.grad_scaler is not None:
@@ -263,10 +259,11 @@ MedalSTrainer_100epochs = _variant("MedalSTrainer_100epochs", "MedalSTrainer for
 MedalSTrainer_250epochs = _variant("MedalSTrainer_250epochs", "MedalSTrainer for 250 epochs.", num_epochs=250)
 MedalSTrainer_500epochs = _variant("MedalSTrainer_500epochs", "MedalSTrainer for 500 epochs.", num_epochs=500)
 MedalSTrainer_CPUCT = _variant(
-    "MedalSTrainer_CPUCT", "500 iterations at lr 1e-3, 32 prompts/sample: the real-CT job (ct-example, 3 mm) with "
-                           "the CPU preset (a checkpoint every 5 epochs).",
-    num_epochs=20, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32,
-    side_wordings=False, save_every=5)
+    "MedalSTrainer_CPUCT", "2500 iterations at lr 1e-3, 32 prompts/sample: the real-CT job (ct-example, 3 mm) "
+                           "with the CPU preset (a checkpoint every 10 epochs; 500 iterations left the validation "
+                           "pseudo-Dice still rising).",
+    num_epochs=100, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32,
+    side_wordings=False, save_every=10)
 MedalSTrainer_CPUDemoEveryEpoch = _variant(
     "MedalSTrainer_CPUDemoEveryEpoch", "The CPU demo's 750 iterations in epochs of 10, validated and saved "
                                        "(checkpoint_latest.pth) after each: benchmarks/finetune.py compares runs at "

@@ -78,22 +78,43 @@ def _sampling_grid(count: int, spatial: list[int], params: PromptMisplacement, t
     return grid
 
 
-def _box_max(x: torch.Tensor) -> torch.Tensor:
-    """3-voxel box max-pooling of (M, 1, *S), separably (one 3-voxel pass per axis: the same result as the 3^d
-    kernel at a third of the comparisons)."""
-    ndim = x.dim() - 2
-    pool = F.max_pool3d if ndim == 3 else F.max_pool2d
-    for axis in range(ndim):
-        kernel = [1] * ndim
-        kernel[axis] = 3
-        x = pool(x, kernel, stride=1, padding=[k // 2 for k in kernel])
-    return x
+def _nearest_resample(masks: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """``F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=False)`` for binary
+    (K, N, *S) masks: the nearest voxel of each grid point is looked up once per sample and gathered for all N
+    channels as bytes (the same rounding as grid_sample, a third of its time on CPU for 32 channels)."""
+    count, n, *spatial = masks.shape
+    ndim = len(spatial)
+    size = torch.tensor(spatial[::-1], dtype=grid.dtype, device=grid.device)  # grid's (x, y, z) = last axis first
+    voxel = torch.round(((grid + 1) * size - 1) / 2).long()  # half to even, as grid_sample's nearbyint
+    inside = ((voxel >= 0) & (voxel < size.long())).all(-1)
+    flat = torch.zeros_like(voxel[..., 0])
+    stride = 1
+    for axis in range(ndim):  # grid component `axis` indexes spatial axis ndim - 1 - axis
+        flat += voxel[..., axis].clamp(0, spatial[ndim - 1 - axis] - 1) * stride
+        stride *= spatial[ndim - 1 - axis]
+    flat = torch.where(inside, flat, torch.full_like(flat, stride))  # points outside read a zero sentinel
+    source = F.pad(masks.to(torch.uint8).flatten(2), (0, 1))
+    out = torch.gather(source, 2, flat.view(count, 1, -1).expand(-1, n, -1))
+    return out.view(count, n, *spatial)
+
+
+def _box_dilate(x: torch.Tensor) -> torch.Tensor:
+    """Binary dilation of bool (M, *S) masks by the 3-voxel box (3^d neighbourhood), one shifted maximum per side
+    and axis; the same result as max-pooling with a 3^d kernel and zero padding."""
+    out = x.clone()
+    for axis in range(1, x.dim()):
+        grown = out.clone()
+        length = x.shape[axis]
+        grown.narrow(axis, 1, length - 1).logical_or_(out.narrow(axis, 0, length - 1))
+        grown.narrow(axis, 0, length - 1).logical_or_(out.narrow(axis, 1, length - 1))
+        out = grown
+    return out
 
 
 def _move_boundaries(masks: torch.Tensor, params: PromptMisplacement, torch_rng: torch.Generator) -> torch.Tensor:
-    """Dilate or erode each (sample, prompt) mask by its own 1..max_boundary voxels: max-pooling (dilation) and
-    -max-pool(-x) (erosion) with a 3-voxel box, repeated, on the chosen masks only; an erosion that would empty a
-    mask stops short."""
+    """Dilate or erode each (sample, prompt) mask by its own 1..max_boundary voxels: repeated 3-voxel box dilation
+    (of the mask, or of its complement for erosion, the border counting as outside) on the chosen masks only; an
+    erosion that would empty a mask stops short. ``masks``: (K, N, *S) bool."""
     count, n, *spatial = masks.shape
     if params.max_boundary < 1 or params.p_dilate + params.p_erode <= 0:
         return masks
@@ -102,20 +123,27 @@ def _move_boundaries(masks: torch.Tensor, params: PromptMisplacement, torch_rng:
     sign = torch.zeros(count, n, device=masks.device)
     sign[draw < params.p_dilate] = 1.0
     sign[(draw >= params.p_dilate) & (draw < params.p_dilate + params.p_erode)] = -1.0
-    sign[masks.flatten(2).amax(2) == 0] = 0.0  # empty masks stay empty either way
+    sign[~masks.flatten(2).any(2)] = 0.0  # empty masks stay empty either way
     chosen = sign.nonzero(as_tuple=True)
     if not len(chosen[0]):
         return masks
     voxels = (1,) * len(spatial)
-    s = sign[chosen].view(-1, 1, *voxels)
-    x = masks[chosen].unsqueeze(1)
-    r = radius[chosen].view(-1, 1, *voxels)
+    erode = (sign[chosen] < 0).view(-1, *voxels)
+    x = masks[chosen]
+    r = radius[chosen].view(-1, *voxels)
     for step in range(1, params.max_boundary + 1):
-        moved = s * _box_max(s * x)  # dilation where s = 1, erosion where s = -1
-        keep = (r < step) | (moved.flatten(1).amax(1) == 0).view(-1, 1, *voxels)
-        x = torch.where(keep, x, moved)
+        active = (r >= step).flatten()
+        if not active.any():
+            break
+        current = x[active]
+        flip = erode[active]
+        # dilation of the mask, or erosion = complement of the dilated complement (only voxels inside the patch
+        # count as neighbours, as max-pooling's padding does)
+        moved = _box_dilate(current ^ flip) ^ flip
+        emptied = ~moved.flatten(1).any(1)
+        x[active] = torch.where(emptied.view(-1, *voxels), current, moved)
     out = masks.clone()
-    out[chosen] = x[:, 0]
+    out[chosen] = x
     return out
 
 
@@ -136,14 +164,14 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
 
     ``masks``: (B, N, *S) binary (2D or 3D); ``valid``: (B, N) bool (invalid queries come back empty). Returns a
     float tensor of ``masks``' shape in {0, 1}. Random draws come from a torch generator on ``masks``' device seeded
-    from ``generator`` (one batched ``grid_sample``, and ``max_boundary`` separable pooling passes over the masks
+    from ``generator`` (one nearest-voxel lookup per sample, and ``max_boundary`` shifted-maximum passes over the masks
     chosen for dilation/erosion).
     """
     rng = generator if generator is not None else np.random.default_rng()
     batch, n, *spatial = masks.shape
     if len(spatial) not in (2, 3):
         raise ValueError(f"misplace_prompts: masks must be (B, N, *S) with 2 or 3 spatial axes, got {masks.shape}")
-    out = (masks > 0).float()
+    out = masks > 0
     if params.probability <= 0:  # no draw at all: Algorithm 1 alone, with the same random stream as before
         chosen = np.zeros(0, dtype=np.int64)
     else:
@@ -153,8 +181,8 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
         torch_rng.manual_seed(int(rng.integers(2 ** 62)))
         index = torch.from_numpy(chosen).to(masks.device)
         grid = _sampling_grid(len(chosen), spatial, params, torch_rng, masks.device)
-        moved = F.grid_sample(out[index], grid, mode="nearest", padding_mode="zeros", align_corners=False)
+        moved = _nearest_resample(out[index], grid).bool()
         out[index] = _move_boundaries(moved, params, torch_rng)
     if valid is not None:
-        out = out * valid.to(device=masks.device, dtype=out.dtype).view(batch, n, *(1,) * len(spatial))
-    return out
+        out = out & valid.to(device=masks.device, dtype=torch.bool).view(batch, n, *(1,) * len(spatial))
+    return out.float()

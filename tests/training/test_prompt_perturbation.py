@@ -146,8 +146,9 @@ def test_the_trainer_misplaces_the_prompts_it_hands_to_algorithm_1(preprocessed_
     (ext / "medals_misplacement_probe.py").write_text(textwrap.dedent("""
         import json, os
         import torch
-        import nnunetv2_medals.trainers.medals_trainer as module
+        import nnunetv2_medals.training.prompted_batch as module
         from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement
+        from nnunetv2_medals.trainers.medals_trainer import MedalSTrainer_smoke
 
         misplace, algorithm_1 = module.misplace_prompts, module.simulate_spatial_prompts
         seen = {}
@@ -167,7 +168,7 @@ def test_the_trainer_misplaces_the_prompts_it_hands_to_algorithm_1(preprocessed_
 
         module.misplace_prompts, module.simulate_spatial_prompts = misplace_probe, algorithm_1_probe
 
-        class MedalSTrainer_misplacementProbe(module.MedalSTrainer_smoke):
+        class MedalSTrainer_misplacementProbe(MedalSTrainer_smoke):
             prompt_misplacement = PromptMisplacement(probability=1.0)
 
             def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
@@ -185,3 +186,22 @@ def test_the_trainer_misplaces_the_prompts_it_hands_to_algorithm_1(preprocessed_
     assert len(calls) == 2 and all(c["probability"] == 1.0 and c["changed"] for c in calls)
     assert all(len(c["shape"]) == 5 for c in calls)
     assert [c["algorithm_1_input_is_misplaced"] for c in lines if "shape" not in c] == [True, True]
+
+
+def test_the_nearest_voxel_lookup_equals_grid_sample_and_the_box_moves_equal_max_pooling():
+    """The fast paths (one index per sample gathered for all channels; shifted maxima on bytes) give exactly what
+    torch's grid_sample (nearest, zero padding) and 3-voxel max-pooling give."""
+    from nnunetv2_medals.training.prompt_perturbation import _box_dilate, _nearest_resample, _sampling_grid
+
+    torch_rng = torch.Generator().manual_seed(0)
+    for spatial in ([20, 24, 28], [33, 17, 40], [26, 31]):
+        masks = (torch.rand(3, 5, *spatial, generator=torch_rng) < 0.3).float()
+        grid = _sampling_grid(3, spatial, PromptMisplacement(max_shift=6.0, elastic_amplitude=3.0), torch_rng,
+                              masks.device)
+        expected = torch.nn.functional.grid_sample(masks, grid, mode="nearest", padding_mode="zeros",
+                                                   align_corners=False)
+        assert torch.equal(_nearest_resample(masks, grid).float(), expected)
+        pool = torch.nn.functional.max_pool3d if len(spatial) == 3 else torch.nn.functional.max_pool2d
+        flat = masks.flatten(0, 1)
+        assert torch.equal(_box_dilate(flat.bool()).float(), pool(flat[:, None], 3, 1, 1)[:, 0])
+        assert torch.equal((~_box_dilate(~flat.bool())).float(), -pool(-flat[:, None], 3, 1, 1)[:, 0])
