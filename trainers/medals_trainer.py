@@ -33,6 +33,7 @@ from nnunetv2_medals.training.lr_schedule import CosineLRScheduler
 from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement
 from nnunetv2_medals.training.prompt_sampling import TargetLookup, case_annotation_mask
 from nnunetv2_medals.training.prompted_batch import build_prompted_batch
+from nnunetv2_medals.training.short_fov import ShortFieldOfViewTransform
 
 
 class MedalSTrainer(nnUNetTrainer):
@@ -52,6 +53,9 @@ class MedalSTrainer(nnUNetTrainer):
     #: misplaced mask prompts before Algorithm 1 (our addition, training.prompt_perturbation): share of samples
     #: whose prompts are shifted/rotated/scaled/warped and dilated or eroded; 0 trains on Algorithm 1 alone
     prompt_misplacement = PromptMisplacement(probability=0.5)
+    #: short fields of view (our addition, training.short_fov): per sample and axis, the probability that the patch
+    #: keeps only a centred slab and the rest is padding, as prediction pads a scan shorter than the patch
+    short_fov_probability = 0.1
 
     def __init__(self, plans: dict, configuration: str, fold: int, dataset_json: dict,
                  device: torch.device = torch.device("cuda")):
@@ -131,15 +135,20 @@ class MedalSTrainer(nnUNetTrainer):
         self.inference_allowed_mirroring_axes = None
         return rotation, dummy_2d, initial_patch_size, None
 
-    @staticmethod
-    def get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
+    def get_training_transforms(self, patch_size, rotation_for_DA, deep_supervision_scales, mirror_axes,
                                 do_dummy_2d_data_aug, use_mask_for_norm: List[bool] = None, is_cascaded: bool = False,
                                 foreground_labels: Union[Tuple[int, ...], List[int]] = None, regions=None,
                                 ignore_label: int = None):
-        # label maps stay label maps (no region channels): per-query targets are built in the step
-        return nnUNetTrainer.get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
-                                                     mirror_axes, do_dummy_2d_data_aug, use_mask_for_norm,
-                                                     is_cascaded, foreground_labels, None, ignore_label)
+        # nnU-Net's pipeline (a staticmethod there, called through self), with two changes: label maps stay label
+        # maps (no region channels: per-query targets are built in the step), and short fields of view are
+        # simulated before the deep-supervision downsampling
+        transforms = nnUNetTrainer.get_training_transforms(patch_size, rotation_for_DA, deep_supervision_scales,
+                                                           mirror_axes, do_dummy_2d_data_aug, use_mask_for_norm,
+                                                           is_cascaded, foreground_labels, None, ignore_label)
+        if self.short_fov_probability > 0:
+            at = len(transforms.transforms) - (deep_supervision_scales is not None)
+            transforms.transforms.insert(at, ShortFieldOfViewTransform(self.short_fov_probability))
+        return transforms
 
     @staticmethod
     def get_validation_transforms(deep_supervision_scales, is_cascaded: bool = False, foreground_labels=None,
@@ -237,12 +246,12 @@ MedalSTrainer_CPUDemo = _variant(
     "MedalSTrainer_CPUDemo", "750 iterations at lr 1e-3, 16 prompts/sample: the README demo with the CPU preset "
                              "(no training-time zoom: its 750 iterations are tuned and measured without it).",
     num_epochs=30, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=16,
-    dynamic_zoom_probability=0.0, side_wordings=False)
+    dynamic_zoom_probability=0.0, side_wordings=False, short_fov_probability=0.0)
 MedalSTrainer_CPUDemo_100epochs = _variant(
     "MedalSTrainer_CPUDemo_100epochs", "The CPU demo settings for 2500 iterations: the models of the two-stage "
                                        "benchmark (a 1.5 mm fine model needs more than the demo's 750).",
     num_epochs=100, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=16,
-    dynamic_zoom_probability=0.0, side_wordings=False)
+    dynamic_zoom_probability=0.0, side_wordings=False, short_fov_probability=0.0)
 MedalSTrainer_smoke = _variant("MedalSTrainer_smoke", "One epoch of 3 iterations: checks an installation end to end "
                                                       "(every sample zoomed, so that path runs too).",
                                num_epochs=1, num_iterations_per_epoch=3, num_val_iterations_per_epoch=2,
@@ -250,7 +259,7 @@ MedalSTrainer_smoke = _variant("MedalSTrainer_smoke", "One epoch of 3 iterations
 MedalSTrainer_CPUBrain = _variant(
     "MedalSTrainer_CPUBrain", "1250 iterations at lr 1e-3, 32 prompts/sample: the brain-atlas job with the CPU preset.",
     num_epochs=50, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32,
-    side_wordings=False)
+    side_wordings=False, short_fov_probability=0.0)
 MedalSTrainer_2epochs = _variant("MedalSTrainer_2epochs", "MedalSTrainer for 2 epochs.", num_epochs=2)
 MedalSTrainer_5epochs = _variant("MedalSTrainer_5epochs", "MedalSTrainer for 5 epochs.", num_epochs=5)
 MedalSTrainer_10epochs = _variant("MedalSTrainer_10epochs", "MedalSTrainer for 10 epochs.", num_epochs=10)
@@ -269,4 +278,4 @@ MedalSTrainer_CPUDemoEveryEpoch = _variant(
                                        "(checkpoint_latest.pth) after each: benchmarks/finetune.py compares runs at "
                                        "equal iterations from it.",
     num_epochs=75, num_iterations_per_epoch=10, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=16,
-    dynamic_zoom_probability=0.0, side_wordings=False, save_every=1)
+    dynamic_zoom_probability=0.0, side_wordings=False, save_every=1, short_fov_probability=0.0)
