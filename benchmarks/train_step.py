@@ -8,7 +8,9 @@ Both sides run forward + backward + AdamW/SGD step on the same random batch (dat
 nnU-Net's in both trainers and are left out). The Medal S side runs its train_step's own prompt work
 (``training.prompted_batch.build_prompted_batch``: ``max_queries`` prompts per sample, per-query targets at every
 deep-supervision scale, misplaced masks + Algorithm 1, a tenth of the steps without fusion), the forward, the
-per-query BCE + Dice and its optimiser (fused AdamW); the nnU-Net side SGD as nnUNetTrainer. Runs are interleaved; medians are reported. Prints a
+per-query BCE + Dice and its optimiser (fused AdamW); the nnU-Net side SGD as nnUNetTrainer. On CUDA both use
+nnU-Net's grad scaler. Left out on the Medal S side: the training-time zoom (``dynamic_zoom_probability`` of the
+samples; off in the CPU demo) and the short-field-of-view cut (in the augmentation workers). Runs are interleaved; medians are reported. Prints a
 table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json``.
 """
 from __future__ import annotations
@@ -73,6 +75,24 @@ def main() -> None:
     plain_loss = DeepSupervisionWrapper(DC_and_CE_loss({"batch_dice": False, "smooth": 1e-5, "do_bg": False},
                                                        {}, dice_class=MemoryEfficientSoftDiceLoss), weights)
 
+    scaler = {k: torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
+              for k in ("nnUNetTrainer", "MedalSTrainer")}
+
+    def update(trainer: str, loss, network, optimizer) -> None:
+        """nnUNetTrainer.train_step's update: (scaled) backward, clipping at 12, step."""
+        grad_scaler = scaler[trainer]
+        (grad_scaler.scale(loss) if grad_scaler else loss).backward()
+        mark(trainer, "backward")
+        if grad_scaler:
+            grad_scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(network.parameters(), 12)
+        if grad_scaler:
+            grad_scaler.step(optimizer)
+            grad_scaler.update()
+        else:
+            optimizer.step()
+        mark(trainer, "clip + optimizer")
+
     rng = np.random.default_rng(0)
     phrasings = dataset.all_phrasings()
     vocab = ModelVocabulary(tuple(VocabularyTarget(t.name, t.label_values, t.instance, t.is_region, t.prompts)
@@ -84,7 +104,7 @@ def main() -> None:
     seg_full = torch.from_numpy(rng.integers(0, 7, (2, 1, *tile))).float().to(device)
     segs = [seg_full]
     for _ in range(n_ds - 1):
-        segs.append(segs[-1][:, :, ::2, ::2, ::2])
+        segs.append(segs[-1][:, :, ::2, ::2, ::2].contiguous())
 
     split: dict[str, dict[str, list[float]]] = {"nnUNetTrainer": {}, "MedalSTrainer": {}}
     clock = {"t": 0.0}
@@ -114,11 +134,7 @@ def main() -> None:
             mark("MedalSTrainer", "forward")
             loss = medals_loss(out, prompts.targets, [prompts.valid] * len(prompts.targets))
         mark("MedalSTrainer", "loss")
-        loss.backward()
-        mark("MedalSTrainer", "backward")
-        torch.nn.utils.clip_grad_norm_(medals.parameters(), 12)
-        medals_opt.step()
-        mark("MedalSTrainer", "clip + optimizer")
+        update("MedalSTrainer", loss, medals, medals_opt)
 
     def plain_step():
         mark("nnUNetTrainer", None)
@@ -128,11 +144,7 @@ def main() -> None:
             mark("nnUNetTrainer", "forward")
             loss = plain_loss(out, segs)
         mark("nnUNetTrainer", "loss")
-        loss.backward()
-        mark("nnUNetTrainer", "backward")
-        torch.nn.utils.clip_grad_norm_(plain.parameters(), 12)
-        plain_opt.step()
-        mark("nnUNetTrainer", "clip + optimizer")
+        update("nnUNetTrainer", loss, plain, plain_opt)
 
     steps = {"nnUNetTrainer": plain_step, "MedalSTrainer": medals_step}
     times = {k: [] for k in steps}

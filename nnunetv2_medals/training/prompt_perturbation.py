@@ -81,7 +81,8 @@ def _sampling_grid(count: int, spatial: list[int], params: PromptMisplacement, t
 def _nearest_resample(masks: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
     """``F.grid_sample(masks, grid, mode="nearest", padding_mode="zeros", align_corners=False)`` for binary
     (K, N, *S) masks: the nearest voxel of each grid point is looked up once per sample and gathered for all N
-    channels as bytes (the same rounding as grid_sample, a third of its time on CPU for 32 channels)."""
+    channels as bytes (grid_sample's rounding, half-voxel ties to even, as on CPU; a third of its time there for
+    32 channels)."""
     count, n, *spatial = masks.shape
     ndim = len(spatial)
     size = torch.tensor(spatial[::-1], dtype=grid.dtype, device=grid.device)  # grid's (x, y, z) = last axis first

@@ -84,3 +84,30 @@ def test_resume_with_c_continues_from_the_latest_checkpoint(preprocessed_phantom
     assert "Epoch 1" in resumed.stdout and "Epoch 0\n" not in resumed.stdout
     final = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     assert final["current_epoch"] == 2
+
+
+def test_a_checkpoint_from_before_fused_adamw_resumes_fused_and_steps_with_the_grad_scaler():
+    """Loading an optimizer state saved without ``fused`` switches it off; the trainer restores it, and the fused
+    step must then work with nnU-Net's grad scaler (on CUDA the unfused step refuses the scaler's arguments)."""
+    from nnunetv2_medals.trainers.medals_trainer import use_fused_adamw
+
+    torch.manual_seed(0)
+    old_net = torch.nn.Linear(4, 3)
+    old = torch.optim.AdamW(old_net.parameters(), 1e-3, weight_decay=0.01)
+    old_net(torch.randn(5, 4)).sum().backward()
+    old.step()
+    net = torch.nn.Linear(4, 3)
+    net.load_state_dict(old_net.state_dict())
+    optimizer = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.01, fused=True)
+    optimizer.load_state_dict(old.state_dict())
+    assert not optimizer.param_groups[0]["fused"]  # what the loaded state does on its own
+    use_fused_adamw(optimizer, True)
+    assert all(g["fused"] for g in optimizer.param_groups)
+    scaler = torch.amp.GradScaler("cpu")
+    before = [p.detach().clone() for p in net.parameters()]
+    scaler.scale(net(torch.randn(5, 4)).sum()).backward()
+    scaler.unscale_(optimizer)
+    scaler.step(optimizer)
+    scaler.update()
+    assert all(not torch.equal(a, b) for a, b in zip(before, net.parameters()))
+    assert all(float(s["step"]) == 2.0 for s in optimizer.state.values())
