@@ -10,8 +10,8 @@ nnU-Net's in both trainers and are left out). The Medal S side runs its train_st
 deep-supervision scale, misplaced masks + Algorithm 1, a tenth of the steps without fusion), the forward, the
 per-query BCE + Dice and its optimiser (fused AdamW); the nnU-Net side SGD as nnUNetTrainer. On CUDA both use
 nnU-Net's grad scaler. Left out on the Medal S side: the training-time zoom (``dynamic_zoom_probability`` of the
-samples; off in the CPU demo) and the short-field-of-view cut (in the augmentation workers). Runs are interleaved; medians are reported. Prints a
-table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json``.
+samples; off in the CPU demo) and the short-field-of-view cut (in the augmentation workers). Runs are interleaved;
+medians are reported. Prints a table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json``.
 """
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from nnunetv2_medals.network.medals_network import MedalSNetwork
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary, VocabularyTarget
 from nnunetv2_medals.training.prompt_sampling import TargetLookup
 from nnunetv2_medals.training.prompted_batch import build_prompted_batch
-from nnunetv2_medals.trainers.medals_trainer import MedalSTrainer
+from nnunetv2_medals.trainers.medals_trainer import MedalSTrainer, fused_adamw
 
 
 def main() -> None:
@@ -68,7 +68,7 @@ def main() -> None:
         medals, plain = torch.compile(medals), torch.compile(plain)
     # as MedalSTrainer.configure_optimizers
     medals_opt = torch.optim.AdamW(medals.parameters(), 1e-4, weight_decay=0.01,
-                                   fused=torch.device(device).type in ("cpu", "cuda") or None)
+                                   fused=fused_adamw(torch.device(device)))
     plain_opt = torch.optim.SGD(plain.parameters(), 1e-2, momentum=0.99, nesterov=True)
     weights = nnunet_deep_supervision_weights(n_ds, ddp=False)
     medals_loss = DeepSupervisionWrapper(PromptBCEDiceLoss(), weights)

@@ -37,6 +37,11 @@ from nnunetv2_medals.training.prompted_batch import build_prompted_batch
 from nnunetv2_medals.training.short_fov import ShortFieldOfViewTransform
 
 
+def fused_adamw(device: torch.device) -> bool | None:
+    """AdamW's ``fused`` setting for a device: the fused kernel on CPU and CUDA, torch's default elsewhere."""
+    return True if device.type in ("cpu", "cuda") else None
+
+
 def use_fused_adamw(optimizer: torch.optim.Optimizer, fused: bool | None) -> None:
     """Set ``fused`` on every parameter group of a loaded AdamW and move its step counters where the fused kernel
     reads them (float32 on the parameter's device); the moments are already there."""
@@ -132,17 +137,14 @@ class MedalSTrainer(nnUNetTrainer):
         # rounding (~1e-8 after 20 steps) in a fraction of its time (CPU preset: 2 ms vs 14 ms per step on one
         # thread); other devices keep the default
         optimizer = torch.optim.AdamW(self.network.parameters(), self.initial_lr, weight_decay=self.weight_decay,
-                                      fused=self._fused_optimizer())
+                                      fused=fused_adamw(self.device))
         return optimizer, CosineLRScheduler(optimizer, self.initial_lr, self.num_epochs)
-
-    def _fused_optimizer(self) -> bool | None:
-        return True if self.device.type in ("cpu", "cuda") else None
 
     def load_checkpoint(self, filename_or_checkpoint: Union[dict, str]) -> None:
         super().load_checkpoint(filename_or_checkpoint)
         # the optimizer's saved settings replace ours: a checkpoint from before fused AdamW would switch it off
         # (and on CUDA, with the grad scaler, fail at the first step), so the setting is restored after loading
-        use_fused_adamw(self.optimizer, self._fused_optimizer())
+        use_fused_adamw(self.optimizer, fused_adamw(self.device))
 
     def _build_loss(self):
         loss = PromptBCEDiceLoss()

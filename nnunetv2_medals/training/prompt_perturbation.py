@@ -102,9 +102,9 @@ def _nearest_resample(masks: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
 def _box_dilate(x: torch.Tensor) -> torch.Tensor:
     """Binary dilation of bool (M, *S) masks by the 3-voxel box (3^d neighbourhood), one shifted maximum per side
     and axis; the same result as max-pooling with a 3^d kernel and zero padding."""
-    out = x.clone()
+    out = x
     for axis in range(1, x.dim()):
-        grown = out.clone()
+        grown = out.clone()  # the input is never written
         length = x.shape[axis]
         grown.narrow(axis, 1, length - 1).logical_or_(out.narrow(axis, 0, length - 1))
         grown.narrow(axis, 0, length - 1).logical_or_(out.narrow(axis, 1, length - 1))
@@ -114,8 +114,9 @@ def _box_dilate(x: torch.Tensor) -> torch.Tensor:
 
 def _move_boundaries(masks: torch.Tensor, params: PromptMisplacement, torch_rng: torch.Generator) -> torch.Tensor:
     """Dilate or erode each (sample, prompt) mask by its own 1..max_boundary voxels: repeated 3-voxel box dilation
-    (of the mask, or of its complement for erosion, the border counting as outside) on the chosen masks only; an
-    erosion that would empty a mask stops short. ``masks``: (K, N, *S) bool."""
+    of the mask, or of its complement for erosion (only voxels inside the patch are neighbours, so the patch border
+    does not erode a mask), on the chosen masks only; an erosion that would empty a mask stops short. ``masks``:
+    (K, N, *S) bool."""
     count, n, *spatial = masks.shape
     if params.max_boundary < 1 or params.p_dilate + params.p_erode <= 0:
         return masks
@@ -159,9 +160,10 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
     elastic displacement (``elastic_points``³ control points of up to ``elastic_amplitude`` voxels, trilinearly
     interpolated), nearest-neighbour resampled — as a registration prior a few degrees and millimetres off would
     place them. All of it is in voxels of the patch: on anisotropic spacing the "rotation" is not rigid in mm and
-    the shift's mm differ per axis (the zero-padded border also pulls empty space into masks that cross it); then each prompt of those samples is dilated (``p_dilate``) or eroded (``p_erode``) by
-    1..``max_boundary`` voxels, as a rough hand drawing would be. The loss still uses the true masks, so the
-    network learns to correct a prompt instead of copying it. Other samples are returned unchanged.
+    the shift's mm differ per axis (the zero-padded border also pulls empty space into masks that cross it); then
+    each prompt of those samples is dilated (``p_dilate``) or eroded (``p_erode``) by 1..``max_boundary`` voxels,
+    as a rough hand drawing would be. The loss still uses the true masks, so the network learns to correct a prompt
+    instead of copying it. Other samples are returned unchanged.
 
     ``masks``: (B, N, *S) binary (2D or 3D); ``valid``: (B, N) bool (invalid queries come back empty). Returns a
     float tensor of ``masks``' shape in {0, 1}. Random draws come from a torch generator on ``masks``' device seeded

@@ -41,20 +41,18 @@ def build_prompted_batch(segs: Sequence[torch.Tensor], annotated: np.ndarray, lo
     ``segs``: label maps (B, 1, *S_k) per deep-supervision scale, highest resolution first; ``annotated``: (B, T)
     bool, which targets each case annotates. ``mark(part)``, when given, is called after each part (profiling).
     """
+    mark = mark or (lambda part: None)
     device = segs[0].device
     presence = lookup.presence(segs[0]).cpu().numpy()
     queries = sample_query_batch(presence, annotated, vocabulary, max_queries, rng, device)
     text = phrasing_embeddings[queries.phrasing_index]
-    if mark:
-        mark("prompt sampling")
+    mark("prompt sampling")
     targets = [lookup.masks(s, queries.target_index) for s in segs]
-    if mark:
-        mark("per-query targets")
+    mark("per-query targets")
     fuse = rng.random() >= p_skip_fusion
     spatial = None
     if fuse:
         spatial = simulate_spatial_prompts(misplace_prompts(targets[0], queries.valid, misplacement, rng),
                                            queries.valid, generator=rng)
-    if mark:
-        mark("spatial prompts (misplacement + Alg. 1)")
+    mark("spatial prompts (misplacement + Alg. 1)")
     return PromptedBatch(text, targets, spatial, queries.valid, fuse)
