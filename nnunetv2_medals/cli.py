@@ -92,8 +92,8 @@ def _cmd_predict_npz(args) -> None:
     for fold in args.f:
         model_checkpoint(args.m, fold, args.chk)
     folds = [f if f == "all" else int(f) for f in args.f]
-    predictor = load_model(args.m, folds, args.chk, device=torch.device(args.device),
-                           refinement_rounds=args.refine, raw_text=args.raw_text)
+    predictor = load_model(args.m, folds, args.chk, device=torch.device(args.device), refinement_rounds=args.refine,
+                           raw_text=args.raw_text, side_guard=not args.no_side_guard)
     canonical = is_canonical(predictor.plans_manager.plans["image_reader_writer"])
     out_dir = Path(args.o)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -219,7 +219,7 @@ def _cmd_predict(args) -> None:
     from nnunetv2_medals.inference.one_line import predict_command
 
     predict_command(args.i, args.o, args.m, args.p, args.instance, args.mask, args.prompts, args.device, args.preview,
-                    args.output_type, args.f, args.chk, args.encoder)
+                    args.output_type, args.f, args.chk, args.encoder, not args.no_side_guard)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,6 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", type=int, default=0, help="Algorithm 2 rounds (default 0)")
     p.add_argument("--raw_text", action="store_true", help="every prompt keeps its own text embedding (default: "
                                                            "prompts that canonicalise to a trained target get its)")
+    p.add_argument("--no_side_guard", action="store_true", help="keep other-side parts of prompts naming a side")
     p.set_defaults(func=_cmd_predict_npz)
 
     p = sub.add_parser("evaluate", help="challenge metrics (DSC, NSD, instance F1, DSC-TP) of predictions vs ground truth")
@@ -334,6 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", nargs="+", default=None, help="folds (default: every fold with the checkpoint)")
     p.add_argument("-chk", default="checkpoint_final.pth")
     p.add_argument("--encoder", default=None, help="the model's text encoder folder, when not where it was recorded")
+    p.add_argument("--no_side_guard", action="store_true", help="keep other-side parts of prompts naming a side")
     p.set_defaults(func=_cmd_predict)
     return parser
 

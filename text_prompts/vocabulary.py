@@ -37,7 +37,9 @@ class ModelVocabulary:
 
     ``phrasing_embeddings`` (P, L) follow ``phrasings`` (every phrasing of every target, once, in target order);
     ``text_encoder`` is the plans' record (``id``, ``dim``, ``path``); ``target_extent_mm`` maps a target name to
-    its median extent (mm, per network axis) over the training cases (dynamic resampling, paper §2.5).
+    its median extent (mm, per network axis) over the training cases (dynamic resampling, paper §2.5);
+    ``target_side_mm`` maps each sided target to its [min, max] centroid offset from the midline (mm, + = the
+    patient's right) over the training cases (the side guard, :mod:`nnunetv2_medals.laterality`).
     """
 
     targets: tuple[VocabularyTarget, ...]
@@ -46,6 +48,7 @@ class ModelVocabulary:
     text_encoder: dict
     modality: str | None = None
     target_extent_mm: dict[str, list[float]] = field(default_factory=dict)
+    target_side_mm: dict[str, list[float]] = field(default_factory=dict)
 
     # ----------------------------------------------------------------- building and storing
     @classmethod
@@ -73,15 +76,18 @@ class ModelVocabulary:
             "phrasings": list(self.phrasings),
             "phrasing_embeddings": self.phrasing_embeddings.astype(np.float32),
             "target_extent_mm": dict(self.target_extent_mm),
+            "target_side_mm": dict(self.target_side_mm),
         }
 
     @classmethod
     def from_state(cls, state: Mapping) -> "ModelVocabulary":
-        """The vocabulary of a checkpoint's record (``target_extent_mm`` may be missing in older ones)."""
+        """The vocabulary of a checkpoint's record (``target_extent_mm``, ``target_side_mm`` may be missing in older
+        ones)."""
         targets = tuple(VocabularyTarget(t["name"], tuple(t["label_values"]), bool(t["instance"]),
                                          bool(t["is_region"]), tuple(t["phrasings"])) for t in state["targets"])
         return cls(targets, list(state["phrasings"]), np.asarray(state["phrasing_embeddings"]),
-                   dict(state["text_encoder"]), state.get("modality"), dict(state.get("target_extent_mm") or {}))
+                   dict(state["text_encoder"]), state.get("modality"), dict(state.get("target_extent_mm") or {}),
+                   dict(state.get("target_side_mm") or {}))
 
     @classmethod
     def from_checkpoint(cls, path) -> "ModelVocabulary":

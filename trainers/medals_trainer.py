@@ -24,6 +24,7 @@ from torch._dynamo import OptimizedModule
 
 from nnunetv2_medals.datasets.text_prompted import parse_text_prompted_dataset
 from nnunetv2_medals.geometry import is_canonical
+from nnunetv2_medals.laterality import target_side_offsets_mm
 from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
 from nnunetv2_medals.paths import ANNOTATED_LABELS_FILE, PLANS_KEY
 from nnunetv2_medals.text_prompts.side_wordings import OPT_OUT_KEY as SIDE_WORDINGS_KEY
@@ -119,9 +120,14 @@ class MedalSTrainer(nnUNetTrainer):
             self.text_dataset.targets, self.text_dataset.modality, self.plans_manager.plans[PLANS_KEY]["text_encoder"],
             f"{self.plans_manager.plans_name}.json")
         identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
-        self.vocabulary.target_extent_mm = target_extents_mm(
-            self.dataset_class(self.preprocessed_dataset_folder, identifiers), identifiers, self.text_dataset.targets,
-            self.configuration_manager.spacing)
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, identifiers)
+        self.vocabulary.target_extent_mm = target_extents_mm(dataset, identifiers, self.text_dataset.targets,
+                                                             self.configuration_manager.spacing)
+        if is_canonical(reader):
+            # where each sided target lies relative to the body's midline: the side guard of prediction
+            self.vocabulary.target_side_mm = target_side_offsets_mm(
+                dataset, identifiers, self.text_dataset.targets, self.plans_manager.transpose_forward.index(2),
+                self.configuration_manager.spacing)
         self.phrasing_embeddings = torch.from_numpy(self.vocabulary.phrasing_embeddings).to(self.device)
         net = self._plain_network()
         net.set_class_embeddings(torch.from_numpy(self.vocabulary.class_embeddings).to(self.device))

@@ -242,7 +242,7 @@ def predict_command(inputs: Sequence[str], output: str, model: str, texts: Seque
                     instance_texts: Sequence[str] = (), masks: Sequence[str] = (), prompt_file: str | None = None,
                     device: str = "cpu", preview: bool = False, output_type: str = "nifti",
                     folds: Sequence[str] | None = None, checkpoint: str = "checkpoint_final.pth",
-                    encoder: str | None = None) -> list[Path]:
+                    encoder: str | None = None, side_guard: bool = True) -> list[Path]:
     """``nnunetv2_medals predict`` (the command's flags as arguments): everything checked, the model loaded once,
     every input predicted and written."""
     import torch
@@ -259,7 +259,7 @@ def predict_command(inputs: Sequence[str], output: str, model: str, texts: Seque
                                                            "no CUDA device; use --device cpu")
     folder = resolve_model(model, folds, checkpoint)
     predictor = load_model(str(folder), None if folds is None else [f if f == "all" else int(f) for f in folds],
-                           checkpoint, device=torch.device(device), encoder=encoder)
+                           checkpoint, device=torch.device(device), encoder=encoder, side_guard=side_guard)
     loaded = time.perf_counter()
     written = predict_scans(predictor, scans, prompts, output, preview, output_type)
     print(f"wrote {len(scans)} result{'s' if len(scans) > 1 else ''} to {output} in "

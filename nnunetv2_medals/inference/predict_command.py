@@ -28,6 +28,8 @@ EXTRA_HELP = """nnUNetv2_predict_medals: nnUNetv2_predict with text/mask prompts
   --encoder DIR               folder of the model's text encoder if the recorded one moved
   --raw_text                  give every prompt its own text embedding (default: a prompt that canonicalises to
                               a trained target, e.g. "the left-sided kidney" -> "left kidney", gets that target's)
+  --no_side_guard             keep components on the other side of the body for prompts that name a side
+                              (default: removed, see nnunetv2_medals/laterality.py)
   --overlay                   also write CASE_overlay.png (three orthogonal slices through each found structure)
   --dynamic_spacing ALPHA     dynamic resampling (paper §2.5): resample each case for its smallest prompted
                               structure so that it fills ALPHA of the patch (e.g. 0.5)
@@ -42,10 +44,10 @@ def _our_args(argv: Sequence[str]):
     """Take our flags out of ``argv`` by exact name (argparse would also read nnU-Net's ``-p`` as ``-prompts``)."""
     flags = {"-prompts": str, "--sequential": None, "--refine": int, "--max_prompts_per_forward": int,
              "--encoder": str, "--overlay": None, "--dynamic_spacing": float, "--two_stage": str,
-             "--roi_scale": float, "--raw_text": None}
+             "--roi_scale": float, "--raw_text": None, "--no_side_guard": None}
     values = {"prompts": None, "sequential": False, "refine": 0, "max_prompts_per_forward": None, "encoder": None,
               "overlay": False, "dynamic_spacing": None, "two_stage": None, "roi_scale": 1.25,
-              "raw_text": False}
+              "raw_text": False, "no_side_guard": False}
     rest, i = [], 0
     while i < len(argv):
         flag = argv[i]
@@ -140,7 +142,8 @@ def predict_entry(argv: Sequence[str] | None = None) -> None:
             super().__init__(tile_step_size, use_gaussian, perform_everything_on_device, device, verbose, allow_tqdm,
                              refinement_rounds=ours.refine, sequential=ours.sequential,
                              max_prompts_per_forward=ours.max_prompts_per_forward, encoder=ours.encoder,
-                             dynamic_alpha=ours.dynamic_spacing, raw_text=ours.raw_text)
+                             dynamic_alpha=ours.dynamic_spacing, raw_text=ours.raw_text,
+                             side_guard=not ours.no_side_guard)
 
         def predict_from_files(self, list_of_lists_or_source_folder, output_folder_or_list_of_truncated_output_files,
                                save_probabilities: bool = False, overwrite: bool = True,
@@ -150,7 +153,8 @@ def predict_entry(argv: Sequence[str] | None = None) -> None:
             if ours.two_stage:
                 coarse = load_model(coarse_model_folder(self.model_folder, ours.two_stage), self.use_folds,
                                     self.checkpoint_name, device=self.device, encoder=ours.encoder,
-                                    dynamic_alpha=ours.dynamic_spacing, raw_text=ours.raw_text)
+                                    dynamic_alpha=ours.dynamic_spacing, raw_text=ours.raw_text,
+                                    side_guard=not ours.no_side_guard)
                 predictor = TwoStagePredictor(coarse, self, ours.roi_scale)
             return predict_prompted_files(predictor, prompt_file, list_of_lists_or_source_folder,
                                           output_folder_or_list_of_truncated_output_files, save_probabilities,

@@ -26,16 +26,16 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from acvl_utils.cropping_and_padding.bounding_boxes import bounding_box_to_slice
 from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-from nnunetv2.preprocessing.cropping.cropping import create_nonzero_mask
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.geometry import is_canonical, plans_reader_writer
 from nnunetv2_medals.inference.case_files import read_case
 from nnunetv2_medals.inference.export import (EXPORT_VOXEL_BUDGET, PromptedPrediction, export_prediction,
                                               prompt_label_manager, write_prediction)
+from nnunetv2_medals.inference.mask_grid import mask_prompts_on_grid
 from nnunetv2_medals.inference.self_refinement import complementary_prompt_prediction, self_refine
+from nnunetv2_medals.laterality import MIDLINE_KEY, Midline, find_midline, guard_case
 from nnunetv2_medals.network.medals_network import vocabulary_state
 from nnunetv2_medals.postprocessing import is_multi_part, min_instance_volume_mm3
 from nnunetv2_medals.paths import trainer_dir
@@ -54,7 +54,8 @@ class MedalSPredictor(nnUNetPredictor):
     must be the same model), ``dynamic_alpha`` (dynamic resampling, paper §2.5: each case is resampled for its
     smallest prompted structure so that it fills this fraction of the patch; ``None`` = the plans' spacing),
     ``raw_text`` (every prompt keeps its own text embedding; by default a prompt that canonicalises to a trained
-    target is answered with that target's trained embedding, paper §2.7, :mod:`..text_prompts.prompt_matching`).
+    target is answered with that target's trained embedding, paper §2.7, :mod:`..text_prompts.prompt_matching`),
+    ``side_guard`` (a prompt naming a side is not answered on the other side of the body, :mod:`..laterality`).
     """
 
     #: voxels per float32 copy nnU-Net's export may hold at once (:func:`.export.to_image_geometry`)
@@ -68,7 +69,7 @@ class MedalSPredictor(nnUNetPredictor):
                  device: torch.device = torch.device("cuda"), verbose: bool = False, allow_tqdm: bool = False,
                  refinement_rounds: int = 0, sequential: bool = False, max_prompts_per_forward: int | None = None,
                  encoder: str | None = None, seed: int = 0, dynamic_alpha: float | None = None,
-                 raw_text: bool = False):
+                 raw_text: bool = False, side_guard: bool = True):
         super().__init__(tile_step_size, use_gaussian, False, perform_everything_on_device, device, verbose, False,
                          allow_tqdm)
         self.dynamic_alpha = dynamic_alpha
@@ -77,6 +78,7 @@ class MedalSPredictor(nnUNetPredictor):
         self.max_prompts_per_forward = max_prompts_per_forward
         self.encoder_override = encoder
         self.raw_text = raw_text
+        self.side_guard = side_guard
         #: mask prompts are a prediction (two-stage: stage 1's masks), not a user's hint: each voxel then comes from
         #: the pass of Algorithm 2's two that did not see its own prompt
         self.prompts_from_prediction = False
@@ -229,10 +231,14 @@ class MedalSPredictor(nnUNetPredictor):
             probs = self._probabilities(data, mask_prompts)
         if mask_prompts is None and self.refinement_rounds > 0:
             probs = self_refine(lambda sp: self._probabilities(data, sp), probs, self.refinement_rounds, rng=self.rng)
+        guarded = [{} for _ in prompts]
+        if self.side_guard and self.vocabulary.target_side_mm:
+            guarded = guard_case(probs, properties, [p.text for p in prompts], [m.meant_target() for m in matches],
+                                 self.vocabulary.target_side_mm, self.plans_manager.transpose_forward)
         with self.network_spacing(properties.get("network_spacing")):
             return export_prediction(probs, properties, prompts, self.plans_manager, self.configuration_manager,
                                      self.export_voxel_budget, self._multi_part(prompts, matches),
-                                     [{"match": m.to_json()} for m in matches],
+                                     [{"match": m.to_json(), **g} for m, g in zip(matches, guarded)],
                                      min_instance_volume_mm3=self.min_instance_volume_mm3(),
                                      method=self.export_method, device=self.device)
 
@@ -251,9 +257,12 @@ class MedalSPredictor(nnUNetPredictor):
                    masks: Sequence[np.ndarray | None] | None = None):
         """nnU-Net's preprocessing of one image (C, *S) and its native-geometry mask prompts (one per prompt or
         None), at the case's spacing (:meth:`case_spacing`). The image is preprocessed once; each mask is brought
-        onto the same grid (:meth:`mask_to_network_grid`)."""
+        onto the same grid (:func:`.mask_grid.mask_to_network_grid`)."""
         spacing = self.case_spacing(props["spacing"], prompts)
         dynamic = spacing != [float(s) for s in self.configuration_manager.spacing]
+        midline = props.get(MIDLINE_KEY)    # a caller that crops the image gives the whole image's
+        if MIDLINE_KEY not in props and self.side_guard and is_canonical(self.plans_manager.plans["image_reader_writer"]):
+            midline = find_midline(image[0], props["spacing"], lr_axis=2).to_json()
         preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
         with self.network_spacing(spacing):
             data, _, properties = preprocessor.run_case_npy(image.copy(), None, copy.deepcopy(props),
@@ -261,32 +270,12 @@ class MedalSPredictor(nnUNetPredictor):
                                                             self.dataset_json)
             mask_prompts = None
             if masks is not None and any(m is not None for m in masks):
-                mask_prompts = torch.zeros((len(prompts), *data.shape[1:]), dtype=torch.float32)
-                transposed = image.transpose([0, *[i + 1 for i in self.plans_manager.transpose_forward]])
-                nonzero = create_nonzero_mask(transposed)[bounding_box_to_slice(properties["bbox_used_for_cropping"])]
-                for i, m in enumerate(masks):
-                    if m is not None:
-                        grid = self.mask_to_network_grid(m, properties, nonzero, data.shape[1:])
-                        mask_prompts[i] = torch.from_numpy(grid)
+                mask_prompts = mask_prompts_on_grid(image, masks, properties, data.shape[1:], self.plans_manager,
+                                                    self.configuration_manager)
         if dynamic:
             properties["network_spacing"] = spacing
+        properties[MIDLINE_KEY] = midline
         return data, properties, mask_prompts
-
-    def mask_to_network_grid(self, mask: np.ndarray, properties: dict, nonzero: np.ndarray,
-                             grid_shape: Sequence[int]) -> np.ndarray:
-        """A native-geometry mask prompt (*S) -> float32 (0/1) on the preprocessed image's grid, as nnU-Net's
-        preprocessing of the image with the mask as its segmentation gives it: the same transpose and crop (voxels
-        outside the image's nonzero region marked -1, as ``crop_to_nonzero`` does), the plans' segmentation
-        resampling to the same shape."""
-        seg = mask.astype(np.int8)[None].transpose([0, *[i + 1 for i in self.plans_manager.transpose_forward]])
-        seg = seg[(slice(None), *bounding_box_to_slice(properties["bbox_used_for_cropping"]))].copy()
-        seg[(seg == 0) & ~nonzero[None]] = -1
-        original = [properties["spacing"][i] for i in self.plans_manager.transpose_forward]
-        target = list(self.configuration_manager.spacing)
-        if len(target) < len(original):
-            target = [original[0], *target]
-        seg = self.configuration_manager.resampling_fn_seg(seg, grid_shape, original, target)
-        return (np.asarray(seg[0]) > 0).astype(np.float32)
 
     def predict_image(self, image: np.ndarray, properties: dict, prompts: Sequence[Prompt],
                       masks: Sequence[np.ndarray | None] | None = None, source: str = "array") -> PromptedPrediction:
@@ -297,14 +286,16 @@ class MedalSPredictor(nnUNetPredictor):
         return self.predict_preprocessed(data, properties, prompts, mask_prompts)
 
     def predict_array(self, image: np.ndarray, spacing: Sequence[float], prompts: Sequence[Prompt],
-                      source: str = "array", masks: Sequence[np.ndarray | None] | None = None) -> PromptedPrediction:
+                      source: str = "array", masks: Sequence[np.ndarray | None] | None = None,
+                      midline: Midline | None = None) -> PromptedPrediction:
         """Predict an in-memory image: (*S) or (C, *S), ``spacing`` in the array's axis order (mm); ``masks``
         optionally holds one native-geometry mask prompt (or None) per prompt.
 
         The array must be in the orientation the model reads (canonical RAS for models planned by our planners:
         ``geometry.canonical_image(sitk_image)`` gives array and properties for :meth:`predict_image`, and
         ``geometry.stored_order_image`` turns a label map back); an array taken as stored, e.g. an LPS scan's
-        ``sitk.GetArrayFromImage``, is mirrored left/right relative to what the model learnt."""
+        ``sitk.GetArrayFromImage``, is mirrored left/right relative to what the model learnt. ``midline``: the side
+        guard's midline when the array is a crop of a larger image (found on the array itself otherwise)."""
         image = np.asarray(image, dtype=np.float32)
         image = image[None] if image.ndim == 3 else image
         if image.size == 0 or not np.isfinite(image).all():
@@ -313,7 +304,10 @@ class MedalSPredictor(nnUNetPredictor):
             raise MedalSInputError(source, "spacing", f"needs three positive values, got {list(spacing)}")
         if masks is not None and len(masks) != len(prompts):
             raise MedalSInputError(source, "masks", f"{len(masks)} mask prompts for {len(prompts)} prompts")
-        return self.predict_image(image, {"spacing": [float(s) for s in spacing]}, prompts, masks, source)
+        props = {"spacing": [float(s) for s in spacing]}
+        if midline is not None:
+            props[MIDLINE_KEY] = midline.to_json()
+        return self.predict_image(image, props, prompts, masks, source)
 
     def preprocess_case(self, image_files: Sequence[str], prompts: Sequence[Prompt]):
         """Read (:func:`.case_files.read_case`) and preprocess one case and its mask prompts."""

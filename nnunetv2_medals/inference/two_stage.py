@@ -26,6 +26,7 @@ from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.inference.export import PromptedPrediction, paste_into_image
 from nnunetv2_medals.inference.predictor import MedalSPredictor
 from nnunetv2_medals.inference.roi import stage_two_roi, stage_two_spacing
+from nnunetv2_medals.laterality import find_midline
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 
 
@@ -68,7 +69,9 @@ def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.
     image = image[None] if image.ndim == 3 else image
     spacing = [float(s) for s in properties["spacing"]]
     start = time.perf_counter()
-    first = coarse.predict_array(image, spacing, prompts, source)
+    # the side guard's midline comes from the whole image: stage 2 sees only the ROI
+    midline = find_midline(image[0], spacing, lr_axis=2) if fine.side_guard else None
+    first = coarse.predict_array(image, spacing, prompts, source, midline=midline)
     stage1_s = time.perf_counter() - start
 
     cm = fine.configuration_manager
@@ -81,7 +84,7 @@ def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.
         # the paper's fallback: full-volume inference at the fine model's spacing. Dynamic resampling stays off here:
         # up to 2x finer per axis on the whole image (8x the voxels) is exactly what the memory guard exists to stop
         with _at_spacing(fine, cm.spacing):
-            second = fine.predict_array(image, spacing, prompts, source)
+            second = fine.predict_array(image, spacing, prompts, source, midline=midline)
         info["stage2_spacing"] = [float(s) for s in cm.spacing]
         # the reader's properties (the writer needs e.g. ``sitk_stuff``), as the ROI paste gives them
         result = dataclasses.replace(second, properties={**properties, "source": second.properties.get("source")})
@@ -95,7 +98,8 @@ def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.
         else:
             stage2 = dynamic
         with _at_spacing(fine, stage2), _prompts_from_prediction(fine):
-            second = fine.predict_array(crop, spacing, prompts, source, masks=masks)
+            second = fine.predict_array(crop, spacing, prompts, source, masks=masks,
+                                        midline=midline.shifted(roi[2].start) if midline is not None else None)
         result = paste_into_image(second, roi, image.shape[1:], properties)
         info["roi"] = [[sl.start, sl.stop] for sl in roi]
         info["stage2_spacing"] = [float(s) for s in stage2]

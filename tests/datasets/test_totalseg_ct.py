@@ -16,6 +16,7 @@ from nnunetv2_medals.datasets.totalseg_source import CLASS_MAP, TotalSegSource, 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.geometry import canonical_image
 from nnunetv2_medals.inference.dicom import largest_series, read_series
+from nnunetv2_medals.laterality import find_midline
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +106,22 @@ def test_dicom_reader_geometry_matches_the_packages_dicom_segmentation(built, sd
     labels = json.loads((built[0] / "dataset.json").read_text())["labels"]
     assert image[seg == labels["T12 vertebra"]].mean() > 200
     assert 0 < image[seg == labels["liver"]].mean() < 200
+
+
+def test_the_midline_of_both_real_scans_runs_through_the_spinal_cord(built):
+    """The side guard's midline (a mirror-symmetry fit) on the training scan and on the DICOM series of another
+    person (500 mm field of view, arms in it): within 6 mm of the spinal cord of TotalSegmentator's reference."""
+    out, heldout = built
+    cord = json.loads((out / "dataset.json").read_text())["labels"]["spinal cord"]
+    scans = [(sitk.ReadImage(str(out / "imagesTr" / "ct_000_0000.nii.gz")),
+              sitk.ReadImage(str(out / "labelsTr" / "ct_000.nii.gz"))),
+             (read_series(largest_series(heldout / Path(DICOM_SERIES).name)),
+              sitk.ReadImage(str(heldout / "labels" / "example_ct_dicom.nii.gz")))]
+    for image, seg in scans:
+        array, props = canonical_image(image)
+        midline = find_midline(array[0], props["spacing"], lr_axis=2)
+        cord_x = np.argwhere(canonical_image(seg)[0][0] == cord)[:, 2].mean()
+        assert midline.trusted and abs(midline.index - cord_x) * props["spacing"][2] < 6.0, (midline, cord_x)
 
 
 def test_regions_only_unite_two_or_more_labels():

@@ -13,6 +13,7 @@ import nnunetv2_medals.inference.predictor as predictor_module
 from nnunetv2_medals.inference.case_files import read_image
 from nnunetv2_medals.inference.predictor import load_model
 from nnunetv2_medals.inference.two_stage import predict_two_stage
+from nnunetv2_medals.laterality import find_midline
 from nnunetv2_medals.resampling import memory_guard
 from nnunetv2_medals.text_prompts.prompt_file import Prompt
 from tests.helpers import PHANTOM_ID, run
@@ -46,9 +47,9 @@ def test_stage_two_runs_on_the_roi_with_stage_one_as_mask_prompts(stages, monkey
     seen = {}
     original = fine.predict_array
 
-    def spy(crop, spacing, prompts, source="array", masks=None):
-        seen["shape"], seen["masks"] = crop.shape[1:], masks
-        return original(crop, spacing, prompts, source, masks=masks)
+    def spy(crop, spacing, prompts, source="array", masks=None, midline=None):
+        seen["shape"], seen["masks"], seen["midline"] = crop.shape[1:], masks, midline
+        return original(crop, spacing, prompts, source, masks=masks, midline=midline)
 
     monkeypatch.setattr(fine, "predict_array", spy)
     prompts = [Prompt("liver", 1), Prompt("spleen", 2)]
@@ -66,6 +67,9 @@ def test_stage_two_runs_on_the_roi_with_stage_one_as_mask_prompts(stages, monkey
     outside[roi] = False
     assert not result.label_map[outside].any()
     assert result.properties["spacing"] == props["spacing"]
+    # the side guard's midline is the whole image's, counted from the ROI's first left-right voxel
+    whole = find_midline(image[0], props["spacing"], lr_axis=2)
+    assert seen["midline"] == whole.shifted(roi[2].start) and whole.index is not None
 
 
 def test_empty_stage_one_falls_back_to_the_whole_image_without_prompts(stages, monkeypatch):

@@ -1,0 +1,225 @@
+"""The side guard: a prompt that names a side is not answered on the other side of the body.
+
+Our addition; the paper leaves laterality to the network. A network that sees a patch, not the body, can confuse
+two mirror-image structures: the real-CT job's model, trained on one scan, drew "left kidney" on both kidneys and
+"left autochthon" on the right one. The canonical orientation (:mod:`.geometry`: array axes (S, A, R), the last
+one increasing towards the patient's *right*) tells where left and right are; what is missing is where the body's
+middle is, and which targets really lie to one side of it. So:
+
+1. :func:`find_midline` estimates the midsagittal plane of an image as the left-right position about which the
+   image best mirrors itself (a normalised mirror correlation, computed with FFTs on a ~4 mm sampling). Bodies and
+   heads are nearly mirror-symmetric; the reference CT's midline lies within 2-5 mm of its spinal cord. It searches
+   the central half of the image (a body whose middle lies outside it, e.g. a scan cut at the midline, is not
+   found) and reports the correlation, so a poor fit (< :data:`MIN_SYMMETRY`) switches the guard off for a case.
+2. :func:`target_side_offsets_mm` records at training time, for every target whose name names one side, the
+   signed distance (mm, + = the patient's right) of its centroid from the training image's midline, minimum and
+   maximum over the training cases. The checkpoint carries it (``ModelVocabulary.target_side_mm``).
+3. :func:`side_rule`: a target is guarded only if every training case put it on its named side, at least
+   :data:`MIN_LATERAL_MM` from the midline. A structure named by a side that lies across the midline in the
+   training data (a heart's right ventricle often sits left of it) keeps no guard; nor does a model trained
+   before the record existed.
+4. :func:`guard_sides`: at prediction, on the network grid, the 26-connected components of a guarded prompt's
+   probability >= 0.5 whose centroid lies on the other side of the midline by more than half that target's
+   smallest training distance get probability 0 - before the label decision, so another prompt may take the
+   voxels, and before Algorithm 3.
+
+The guard acts only on prompts answered with a sided trained target (:mod:`..text_prompts.prompt_matching`:
+canonical or side-corrected matches and nearest phrasings); ``MedalSPredictor(side_guard=False)`` /
+``--no_side_guard`` turn it off.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import cc3d
+import numpy as np
+import torch
+
+from nnunetv2_medals.text_prompts.canonical import normalise, sentence_side
+from nnunetv2_medals.text_prompts.side_wordings import split_side
+
+#: a case's midline is trusted when the image mirrors itself about it at least this well (1 = perfectly)
+MIN_SYMMETRY = 0.5
+#: a target is guarded only when every training case put it at least this far (mm) to its named side
+MIN_LATERAL_MM = 5.0
+#: the midline search samples the image about this coarsely (mm)
+SAMPLE_MM = 4.0
+#: the properties key holding a case's midline (:meth:`Midline.to_json`, in the canonical image's voxels)
+MIDLINE_KEY = "medals_midline"
+
+
+@dataclass(frozen=True)
+class Midline:
+    """``index``: the midsagittal plane's position along the left-right axis, in voxels of the array it was found
+    in (fractional; None when no plane was found); ``symmetry``: the mirror correlation there (-1..1)."""
+
+    index: float | None
+    symmetry: float
+
+    @property
+    def trusted(self) -> bool:
+        return self.index is not None and self.symmetry >= MIN_SYMMETRY
+
+    def shifted(self, start: int) -> "Midline":
+        """The same plane in a crop of the array that starts at voxel ``start`` of the left-right axis."""
+        return Midline(None if self.index is None else self.index - start, self.symmetry)
+
+    def to_json(self) -> dict:
+        return {"index": None if self.index is None else round(float(self.index), 2),
+                "symmetry": round(float(self.symmetry), 3)}
+
+    @classmethod
+    def from_json(cls, d: dict | None) -> "Midline | None":
+        return None if d is None else cls(d["index"], float(d["symmetry"]))
+
+
+def find_midline(volume: np.ndarray, spacing: Sequence[float], lr_axis: int = -1,
+                 sample_mm: float = SAMPLE_MM) -> Midline:
+    """The midsagittal plane of a 3D image (*S), along ``lr_axis``, as the mirror axis of best normalised
+    correlation.
+
+    The image is sampled about every ``sample_mm``, clipped to its 2nd-98th percentiles and centred on its mean
+    (f). For each candidate axis c (in half-sample steps) the score is sum f(x) f(2c - x) over the voxels whose
+    mirror image lies inside, divided by sum f(x)^2 over the same voxels (a correlation: 1 for a perfect mirror
+    image). Candidates whose overlap is under half the axis length are not considered (they would fit any two small
+    windows), which limits the search to the central half of the axis."""
+    spacing = [float(s) for s in spacing]
+    lr_axis = lr_axis % volume.ndim
+    steps = [max(1, int(round(sample_mm / s))) for s in spacing]
+    sampled = np.moveaxis(np.asarray(volume)[tuple(slice(None, None, k) for k in steps)], lr_axis, -1)
+    sampled = sampled.astype(np.float32, copy=False)
+    n = sampled.shape[-1]
+    lo, hi = np.percentile(sampled, (2, 98))
+    if n < 4 or not hi > lo:
+        return Midline(None, 0.0)
+    f = np.clip(sampled, lo, hi)
+    f = (f - f.mean()).reshape(-1, n)
+    spectrum = np.fft.rfft(f, 2 * n, axis=1)
+    mirror = np.fft.irfft((spectrum * spectrum).sum(0), 2 * n)[:2 * n - 1]     # sum_x f(x) f(s - x), s = 2c
+    cumulative = np.concatenate(([0.0], np.cumsum((f.astype(np.float64) ** 2).sum(0))))
+    s = np.arange(2 * n - 1)
+    first, last = np.maximum(0, s - n + 1), np.minimum(n - 1, s)
+    energy = cumulative[last + 1] - cumulative[first]
+    valid = (last - first + 1 >= n / 2) & (energy > 0)
+    score = np.where(valid, mirror / np.where(energy > 0, energy, 1.0), -np.inf)
+    best = int(np.argmax(score))
+    if not np.isfinite(score[best]):
+        return Midline(None, 0.0)
+    return Midline(best / 2 * steps[lr_axis], float(score[best]))
+
+
+def target_side_offsets_mm(dataset, identifiers: Sequence[str], targets, lr_axis: int, spacing: Sequence[float],
+                           max_cases: int = 50, seed: int = 0) -> dict[str, list[float]]:
+    """[min, max] over the training cases of each sided target's centroid offset from the case's midline (mm,
+    + = the patient's right), for the side guard (:func:`side_rule`).
+
+    ``dataset`` is nnU-Net's preprocessed dataset (``load_case`` gives image and seg at ``spacing``, network axis
+    order), ``lr_axis`` the network axis that is the canonical left-right one. Targets whose name names one side
+    (``split_side``) count, instance targets do not; cases whose midline is not trusted are skipped. At most
+    ``max_cases`` cases (a random subset) are read."""
+    sided = [t for t in targets if not t.instance and split_side(t.name)[0] is not None]
+    if not sided:
+        return {}
+    identifiers = list(identifiers)
+    if len(identifiers) > max_cases:
+        identifiers = list(np.random.default_rng(seed).choice(identifiers, max_cases, replace=False))
+    other = tuple(a for a in range(3) if a != lr_axis)
+    offsets: dict[str, list[float]] = {t.name: [] for t in sided}
+    for identifier in identifiers:
+        data, seg = dataset.load_case(identifier)[:2]
+        midline = find_midline(np.asarray(data[0]), spacing, lr_axis)
+        if not midline.trusted:
+            continue
+        seg = np.asarray(seg[0])
+        for t in sided:
+            profile = np.isin(seg, t.label_values).sum(other)
+            if profile.sum() > 0:
+                centroid = float((np.arange(profile.size) * profile).sum() / profile.sum())
+                offsets[t.name].append((centroid - midline.index) * float(spacing[lr_axis]))
+    return {name: [round(min(v), 2), round(max(v), 2)] for name, v in offsets.items() if v}
+
+
+@dataclass(frozen=True)
+class SideRule:
+    """A guarded target: ``sign`` +1 (right) / -1 (left); components whose centroid lies further than
+    ``tolerance_mm`` on the other side of the midline are removed."""
+
+    target: str
+    sign: int
+    tolerance_mm: float
+
+
+def side_rule(name: str | None, offsets: Sequence[float] | None) -> SideRule | None:
+    """The guard of trained target ``name`` from its recorded [min, max] midline offsets (mm, + = right), or None
+    when the name names no single side, nothing was recorded, or the training data did not keep it on its named
+    side by :data:`MIN_LATERAL_MM`."""
+    if name is None or offsets is None:
+        return None
+    side = split_side(name)[0]
+    if side is None:
+        return None
+    sign = 1 if side == "right" else -1
+    nearest = min(sign * float(offsets[0]), sign * float(offsets[1]))   # the smallest distance towards its side
+    if nearest < MIN_LATERAL_MM:
+        return None
+    return SideRule(name, sign, nearest / 2)
+
+
+def guard_sides(probs: torch.Tensor, rules: Sequence[SideRule | None], lr_axis: int, midline_index: float,
+                spacing_mm: float) -> list[int | None]:
+    """Remove, in place, the wrong-side components of guarded prompts from network-grid probabilities.
+
+    ``probs`` (N, *grid); ``rules[n]`` prompt n's :class:`SideRule` or None; ``lr_axis`` the grid's left-right axis
+    (increasing towards the patient's right), ``midline_index`` the midline on it (grid voxels), ``spacing_mm`` its
+    voxel size there. Each 26-connected component of ``probs[n] >= 0.5`` whose centroid lies more than the rule's
+    tolerance on the other side gets probability 0. Returns the voxels removed per prompt (None: not guarded)."""
+    removed: list[int | None] = []
+    for n, rule in enumerate(rules):
+        if rule is None:
+            removed.append(None)
+            continue
+        mask = (probs[n] >= 0.5).cpu().numpy()
+        if not mask.any():
+            removed.append(0)
+            continue
+        components = cc3d.connected_components(mask, connectivity=26)
+        centroids = np.asarray(cc3d.statistics(components)["centroids"], float)[1:, lr_axis]
+        towards_side = (centroids - midline_index) * spacing_mm * rule.sign
+        wrong = np.flatnonzero(towards_side < -rule.tolerance_mm) + 1
+        if wrong.size == 0:
+            removed.append(0)
+            continue
+        drop = np.isin(components, wrong)
+        probs[n][torch.from_numpy(drop).to(probs.device)] = 0
+        removed.append(int(drop.sum()))
+    return removed
+
+
+def guard_case(probs: torch.Tensor, properties: dict, texts: Sequence[str], targets: Sequence[str | None],
+               recorded: dict[str, Sequence[float]], transpose_forward: Sequence[int]) -> list[dict]:
+    """The side guard on one case's network-grid probabilities (N, *grid), in place.
+
+    Prompt n is guarded when its own words name a side (``texts[n]``) and the trained target it is answered with
+    (``targets[n]``) has that side and a :func:`side_rule` from ``recorded`` (the checkpoint's
+    ``target_side_mm``). ``properties`` are nnU-Net's preprocessing properties of the case with
+    ``properties[MIDLINE_KEY]`` (the canonical image's midline); the canonical left-right axis is the grid's axis
+    ``transpose_forward.index(2)``. Returns, per prompt, what its summary gets: ``side_guard`` with the voxels
+    removed, or why the guard was off for the case."""
+    midline = Midline.from_json(properties.get(MIDLINE_KEY))
+    rules = []
+    for text, target in zip(texts, targets):
+        rule = side_rule(target, recorded.get(target) if target is not None else None)
+        said = sentence_side(normalise(text))
+        rules.append(rule if rule is not None and said == ("right" if rule.sign > 0 else "left") else None)
+    if midline is None or not any(rules):
+        return [{} for _ in rules]
+    if not midline.trusted:
+        return [{"side_guard": f"off: no mirror-symmetric midline (symmetry {midline.symmetry:.2f})"} if r else {}
+                for r in rules]
+    axis = list(transpose_forward).index(2)
+    start = properties["bbox_used_for_cropping"][axis][0]
+    scale = probs.shape[1 + axis] / properties["shape_after_cropping_and_before_resampling"][axis]
+    removed = guard_sides(probs, rules, axis, (midline.index - start + 0.5) * scale - 0.5,
+                          float(properties["spacing"][2]) / scale)
+    return [{"side_guard": {"removed_voxels": k}} if r else {} for r, k in zip(rules, removed)]

@@ -1,0 +1,53 @@
+"""The side guard inside prediction (smoke model): the checkpoint records where sided targets lie, and a prompt that
+says left keeps only what lies on the left even when the network draws both sides."""
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from nnunetv2_medals.geometry import canonical_image
+from nnunetv2_medals.inference.predictor import load_model
+from nnunetv2_medals.text_prompts.prompt_file import Prompt
+from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
+from tests.helpers import store_in_voxel_order
+
+
+def test_the_checkpoint_records_where_sided_targets_lie(smoke_model):
+    recorded = ModelVocabulary.from_checkpoint(smoke_model["dir"] / "fold_0" / "checkpoint_final.pth").target_side_mm
+    # phantom kidneys lie about 55 mm either side of the spine; the patient's right is +
+    assert -80 < recorded["left kidney"][0] <= recorded["left kidney"][1] < -30
+    assert 30 < recorded["right kidney"][0] <= recorded["right kidney"][1] < 80
+    assert "kidneys" not in recorded and "liver parenchyma" not in recorded
+
+
+def _predict_with_both_kidneys_drawn(predictor, image, props, kidneys, text):
+    """Predict ``text`` with the network's answer replaced by both kidneys (p = 0.9): a model that cannot tell
+    the sides apart."""
+    predictor._probabilities = lambda data, spatial: spatial * 0.9
+    data, properties, masks = predictor.preprocess(image, props, [Prompt(text, 1)], [kidneys])
+    return predictor.predict_preprocessed(data, properties, [Prompt(text, 1)], masks)
+
+
+def test_a_prompt_that_says_left_is_not_answered_on_the_right(preprocessed_phantom, smoke_model):
+    image_file = sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0]
+    label_file = preprocessed_phantom["raw"] / "labelsTs" / image_file.name.replace("_0000", "")
+    labels = {"left kidney": 1, "right kidney": 2}
+    guarded = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
+    unguarded = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), side_guard=False)
+    for order in ("LPS", "RAS", "permuted"):      # the same scan stored in other voxel orders
+        image, props = canonical_image(store_in_voxel_order(sitk.ReadImage(str(image_file)), order))
+        seg = canonical_image(store_in_voxel_order(sitk.ReadImage(str(label_file)), order))[0][0]
+        kidneys = np.isin(seg, list(labels.values()))
+        for text, own, other in (("the kidney on the left side", "left kidney", "right kidney"),
+                                 ("right kidney", "right kidney", "left kidney")):
+            drawn = _predict_with_both_kidneys_drawn(unguarded, image, props, kidneys, text).label_map == 1
+            result = _predict_with_both_kidneys_drawn(guarded, image, props, kidneys, text)
+            kept = result.label_map == 1
+            # unguarded, the prompt is answered on both kidneys; guarded, on its own side only, all of it
+            assert drawn[seg == labels[other]].mean() > 0.5 and drawn[seg == labels[own]].mean() > 0.5, (order, text)
+            assert not kept[seg == labels[other]].any(), (order, text)
+            assert np.array_equal(kept[seg == labels[own]], drawn[seg == labels[own]]), (order, text)
+            assert result.summary["prompts"][0]["side_guard"]["removed_voxels"] > 0
+        # no side in the words: both kidneys stay, and nothing is reported
+        result = _predict_with_both_kidneys_drawn(guarded, image, props, kidneys, "kidneys")
+        both = _predict_with_both_kidneys_drawn(unguarded, image, props, kidneys, "kidneys")
+        assert np.array_equal(result.label_map, both.label_map) and "side_guard" not in result.summary["prompts"][0]

@@ -1,0 +1,119 @@
+"""The side guard's parts on arrays: the midline, the rule learnt from training offsets, removing wrong-side
+components (:mod:`nnunetv2_medals.laterality`). The real-CT midline is checked in tests/datasets/test_totalseg_ct.py,
+the guard inside prediction in tests/inference/test_side_guard.py."""
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from nnunetv2_medals.laterality import (MIDLINE_KEY, Midline, find_midline, guard_case, guard_sides, side_rule,
+                                        target_side_offsets_mm)
+
+
+def torso(shape=(20, 60, 120), centre_x=70.0, rng=None):
+    """A mirror-symmetric body (an ellipse with a bright spine and two dark kidneys) whose midline is ``centre_x``,
+    on an air background, plus a little noise: (z, y, x) with x towards the patient's right."""
+    z, y, x = np.meshgrid(*[np.arange(n, dtype=float) for n in shape], indexing="ij")
+    body = ((x - centre_x) / 40) ** 2 + ((y - 30) / 22) ** 2 <= 1
+    image = np.where(body, 40.0, -1000.0)
+    image[(np.abs(x - centre_x) < 4) & (np.abs(y - 42) < 5)] = 700.0                 # spine
+    image[((np.abs(x - centre_x) - 20) ** 2 / 36 + (y - 36) ** 2 / 64) <= 1] = 150.0  # kidneys
+    rng = rng or np.random.default_rng(0)
+    return (image + rng.normal(0, 5, shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("centre", [48.0, 60.0, 70.5, 75.0])
+def test_the_midline_is_the_mirror_axis_wherever_the_body_lies(centre):
+    found = find_midline(torso(centre_x=centre), (2.0, 2.0, 2.0))
+    assert found.trusted and abs(found.index - centre) <= 1.0, found
+    # the same scan stored with x reversed: the same plane, counted from the other end
+    flipped = find_midline(torso(centre_x=centre)[:, :, ::-1], (2.0, 2.0, 2.0))
+    assert abs(flipped.index - (119 - centre)) <= 1.0, flipped
+
+
+def test_the_midline_works_on_any_axis_and_sampling():
+    image = np.moveaxis(torso(centre_x=66.0), 2, 0)        # left-right first, 0.8 mm voxels: sampled every 5th
+    found = find_midline(image, (0.8, 2.0, 2.0), lr_axis=0)
+    assert abs(found.index - 66.0) <= 2.5
+
+
+def test_noise_has_no_trusted_midline():
+    found = find_midline(np.random.default_rng(1).normal(size=(16, 40, 80)).astype(np.float32), (2.0, 2.0, 2.0))
+    assert not found.trusted and found.symmetry < 0.5
+    assert not find_midline(np.zeros((8, 8, 8), np.float32), (1, 1, 1)).trusted   # a constant image
+
+
+def test_side_rule_follows_the_training_offsets():
+    assert side_rule("left kidney", [-72.0, -55.0]) == side_rule("left kidney", [-55.0, -72.0])
+    rule = side_rule("left kidney", [-72.0, -55.0])
+    assert rule.sign == -1 and rule.tolerance_mm == 27.5
+    assert side_rule("kidney (right)", [40.0, 60.0]).sign == 1
+    assert side_rule("right ventricle", [-12.0, 9.0]) is None      # lies across the midline in training: no guard
+    assert side_rule("left caudate", [-3.0, -2.0]) is None         # too close to the midline to tell
+    assert side_rule("right kidney", [-60.0, -50.0]) is None       # the data contradict the name
+    assert side_rule("both kidneys", [-60.0, 60.0]) is None and side_rule("liver", [50.0, 60.0]) is None
+    assert side_rule("left kidney", None) is None and side_rule(None, [-60.0, -50.0]) is None
+
+
+def test_wrong_side_components_are_removed_and_nothing_else():
+    probs = torch.zeros(3, 8, 10, 40)
+    probs[0, 2:5, 2:6, 5:9] = 0.9      # left structure on the left (x < midline 20)
+    probs[0, 2:5, 2:6, 30:34] = 0.8    # ... and the same drawn on the right
+    probs[0, 2:5, 2:6, 21:23] = 0.7    # ... and a blob just across the midline, within the tolerance
+    probs[1] = probs[0]                # an unguarded prompt
+    probs[2, 2:5, 2:6, 30:34] = 0.3    # below 0.5: not a component
+    before = probs.clone()
+    rule = side_rule("left kidney", [-30.0, -25.0])                # tolerance 12.5 mm
+    removed = guard_sides(probs, [rule, None, rule], lr_axis=2, midline_index=20.0, spacing_mm=2.0)
+    assert removed == [48, None, 0]
+    assert (probs[0, 2:5, 2:6, 30:34] == 0).all()
+    assert torch.equal(probs[0, ..., :30], before[0, ..., :30])
+    assert torch.equal(probs[1:], before[1:])
+
+
+def test_guard_case_maps_the_midline_onto_the_grid_and_needs_the_side_in_the_words():
+    # canonical image x 0..99 cropped to 10..90 (80 voxels of 1 mm), resampled to a 40-voxel grid: midline x = 50
+    # is grid voxel (50 - 10 + 0.5) / 2 - 0.5 = 19.75
+    properties = {MIDLINE_KEY: Midline(50.0, 0.9).to_json(), "spacing": [3.0, 1.0, 1.0],
+                  "bbox_used_for_cropping": [[0, 6], [0, 10], [10, 90]],
+                  "shape_after_cropping_and_before_resampling": [6, 10, 80]}
+    recorded = {"left kidney": [-40.0, -30.0], "both kidneys": [-40.0, 40.0]}
+    texts = ["the kidney on the left side", "kidney", "left kidney", "both kidneys"]
+    targets = ["left kidney", "left kidney", None, "both kidneys"]
+    probs = torch.zeros(4, 6, 10, 40)
+    probs[:, 1:4, 2:6, 2:6] = 0.9     # grid x 2..5: 28-35 mm left of the midline
+    probs[:, 1:4, 2:6, 32:36] = 0.9   # grid x 32..35: 28-35 mm right of it
+    info = guard_case(probs, properties, texts, targets, recorded, transpose_forward=[0, 1, 2])
+    assert info == [{"side_guard": {"removed_voxels": 48}}, {}, {}, {}]
+    assert probs[0, ..., 20:].sum() == 0 and probs[0, ..., :20].sum() > 0
+    assert probs[1:, ..., 20:].sum() > 0                   # "kidney" means both; no target; a two-sided region
+    # transposed plans: the canonical left-right axis is the grid's first
+    transposed = {**properties, "bbox_used_for_cropping": [[10, 90], [0, 6], [0, 10]],
+                  "shape_after_cropping_and_before_resampling": [80, 6, 10]}
+    probs = torch.zeros(1, 40, 6, 10)
+    probs[0, 32:36, 1:4, 2:6] = 0.9
+    assert guard_case(probs, transposed, texts[:1], targets[:1], recorded, [2, 0, 1]) == [
+        {"side_guard": {"removed_voxels": 48}}]
+    # no trusted midline: the guard says it is off and removes nothing
+    probs = torch.full((1, 6, 10, 40), 0.9)
+    untrusted = {**properties, MIDLINE_KEY: Midline(50.0, 0.2).to_json()}
+    info = guard_case(probs, untrusted, texts[:1], targets[:1], recorded, [0, 1, 2])
+    assert "off" in info[0]["side_guard"] and (probs == 0.9).all()
+
+
+def test_training_offsets_are_measured_from_each_cases_midline():
+    cases = {}
+    for name, centre in (("a", 50.0), ("b", 70.0)):
+        image = torso(centre_x=centre)
+        seg = np.zeros(image.shape, np.int16)
+        seg[5:15, 30:40, int(centre) - 24:int(centre) - 16] = 1      # left: 20 mm (x 2 mm) left of the midline
+        seg[5:15, 30:40, int(centre) + 16:int(centre) + 24] = 2
+        cases[name] = (image[None], seg[None])
+    dataset = SimpleNamespace(load_case=lambda k: cases[k])
+    targets = [SimpleNamespace(name=n, label_values=v, instance=False)
+               for n, v in (("left kidney", [1]), ("right kidney", [2]), ("both kidneys", [1, 2]))]
+    found = target_side_offsets_mm(dataset, ["a", "b"], targets, lr_axis=2, spacing=(2.0, 2.0, 2.0))
+    assert set(found) == {"left kidney", "right kidney"}
+    assert found["left kidney"][0] <= found["left kidney"][1] < -35 and found["left kidney"][0] > -45
+    assert 35 < found["right kidney"][0] <= found["right kidney"][1] < 45
