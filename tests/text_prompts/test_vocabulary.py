@@ -9,7 +9,8 @@ from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary, VocabularyTarget
 
 # the keys MedalSNetwork's extra state has held since the first checkpoints: old models must keep loading
-STATE_KEYS = ["text_encoder", "modality", "targets", "phrasings", "phrasing_embeddings", "target_extent_mm"]
+STATE_KEYS = ["text_encoder", "modality", "targets", "phrasings", "phrasing_embeddings", "target_extent_mm",
+              "target_side_mm"]
 
 
 def _vocabulary():
@@ -20,7 +21,7 @@ def _vocabulary():
     embeddings = np.array([[1, 0, 0], [0.9, 0.1, 0], [0, 1, 0], [0, 0, 1], [0, 0.2, 1]], np.float32)
     # a recorded encoder folder that does not exist: any attempt to load it fails the test
     return ModelVocabulary(targets, phrasings, embeddings, {"id": "enc@1", "dim": 3, "path": "/nonexistent"}, "CT",
-                           {"lymph node": [6.0, 8.0, 8.0]})
+                           {"lymph node": [6.0, 8.0, 8.0]}, {"left kidney": [-61.5, -48.0]})
 
 
 def test_state_round_trip_keeps_the_checkpoint_format():
@@ -34,8 +35,11 @@ def test_state_round_trip_keeps_the_checkpoint_format():
     assert again.targets == vocabulary.targets and again.phrasings == vocabulary.phrasings
     assert np.array_equal(again.phrasing_embeddings, vocabulary.phrasing_embeddings)
     assert again.target_extent_mm == vocabulary.target_extent_mm and again.modality == "CT"
+    assert again.target_side_mm == {"left kidney": [-61.5, -48.0]}
     older = {k: v for k, v in state.items() if k != "target_extent_mm"}     # checkpoints before dynamic resampling
     assert ModelVocabulary.from_state(older).target_extent_mm == {}
+    older = {k: v for k, v in state.items() if k != "target_side_mm"}       # checkpoints before the side guard
+    assert ModelVocabulary.from_state(older).target_side_mm == {}
 
 
 def test_training_views_follow_the_targets():
