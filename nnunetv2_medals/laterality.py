@@ -4,35 +4,32 @@ Our addition; the paper leaves laterality to the network. A network that sees a 
 two mirror-image structures: the real-CT job's model, trained on one scan, drew "left kidney" on both kidneys and
 "left autochthon" on the right one. The canonical orientation (:mod:`.geometry`: array axes (S, A, R), the last
 one increasing towards the patient's *right*) tells where left and right are; what is missing is where the body's
-middle is, and which targets really lie to one side of it. So:
+middle is, and how far across it a structure can reach. So:
 
 1. :func:`find_midline` estimates the midsagittal plane of an image as the left-right position about which the
    image best mirrors itself (a normalised mirror correlation, computed with FFTs on a ~4 mm sampling). Bodies and
-   heads are nearly mirror-symmetric; the reference CT's midline lies within 2-5 mm of its spinal cord. It searches
+   heads are nearly mirror-symmetric; on the real CTs the midline lies within 2-5 mm of the spinal cord. It searches
    the central half of the image (a body whose middle lies outside it, e.g. a scan cut at the midline, is not
    found) and reports the correlation, so a poor fit (< :data:`MIN_SYMMETRY`) switches the guard off for a case.
-2. :func:`target_side_offsets_mm` records at training time, for every target whose name names one side, the
-   signed distance (mm, + = the patient's right) of its centroid from the training image's midline, minimum and
-   maximum over the training cases. The checkpoint carries it (``ModelVocabulary.target_side_mm``).
-3. :func:`side_rule`: a target is guarded only if every training case put it on its named side, at least
-   :data:`MIN_LATERAL_MM` from the midline. A structure named by a side that lies across the midline in the
-   training data (a heart's right ventricle often sits left of it) keeps no guard; nor does a model trained
-   before the record existed.
-4. :func:`guard_sides`: at prediction, on the network grid, the 26-connected components of a guarded prompt's
-   probability >= 0.5 whose centroid lies on the other side of the midline by more than half that target's
-   smallest training distance get probability 0 - before the label decision, so another prompt may take the
-   voxels, and before Algorithm 3.
+2. :func:`target_side_offsets_mm` records at training time, for every target whose name names one side, its
+   left-right extent relative to the training image's midline: [leftmost, rightmost] voxel (mm, + = the patient's
+   right) over the training cases. The checkpoint carries it (``ModelVocabulary.target_side_mm``).
+3. :func:`side_rule`: the cut of a sided target. Voxels further across the midline (towards the side its name does
+   not say) than the target ever reached in training, and at least :data:`MARGIN_MM` across, are not it. A
+   structure that lies entirely on its side in training is cut at MARGIN_MM across the midline; one that reached
+   across it (a left brachiocephalic vein joining the right one) is cut only beyond its training reach.
+4. :func:`guard_sides`: at prediction, on the network grid, a guarded prompt's probability is set to 0 beyond its
+   cut - before the label decision, so another prompt may take the voxels, and before Algorithm 3.
 
-The guard acts only on prompts answered with a sided trained target (:mod:`..text_prompts.prompt_matching`:
-canonical or side-corrected matches and nearest phrasings); ``MedalSPredictor(side_guard=False)`` /
-``--no_side_guard`` turn it off.
+The guard acts only on prompts whose own words name a side and that are answered with a trained target of that
+side (:mod:`..text_prompts.prompt_matching`); ``MedalSPredictor(side_guard=False)`` / ``--no_side_guard`` turn it
+off.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Sequence
 
-import cc3d
 import numpy as np
 import torch
 
@@ -41,8 +38,9 @@ from nnunetv2_medals.text_prompts.side_wordings import split_side
 
 #: a case's midline is trusted when the image mirrors itself about it at least this well (1 = perfectly)
 MIN_SYMMETRY = 0.5
-#: a target is guarded only when every training case put it at least this far (mm) to its named side
-MIN_LATERAL_MM = 5.0
+#: the cut lies at least this far (mm) across the midline: the midline's own error (2-5 mm on real CTs) and the
+#: anatomy of another body than the training ones
+MARGIN_MM = 5.0
 #: the midline search samples the image about this coarsely (mm)
 SAMPLE_MM = 4.0
 #: the properties key holding a case's midline (:meth:`Midline.to_json`, in the canonical image's voxels)
@@ -111,8 +109,8 @@ def find_midline(volume: np.ndarray, spacing: Sequence[float], lr_axis: int = -1
 
 def target_side_offsets_mm(dataset, identifiers: Sequence[str], targets, lr_axis: int, spacing: Sequence[float],
                            max_cases: int = 50, seed: int = 0) -> dict[str, list[float]]:
-    """[min, max] over the training cases of each sided target's centroid offset from the case's midline (mm,
-    + = the patient's right), for the side guard (:func:`side_rule`).
+    """[leftmost, rightmost] voxel of each sided target relative to its case's midline (mm, + = the patient's
+    right), over the training cases: how far across the midline the target reaches (:func:`side_rule`).
 
     ``dataset`` is nnU-Net's preprocessed dataset (``load_case`` gives image and seg at ``spacing``, network axis
     order), ``lr_axis`` the network axis that is the canonical left-right one. Targets whose name names one side
@@ -125,7 +123,7 @@ def target_side_offsets_mm(dataset, identifiers: Sequence[str], targets, lr_axis
     if len(identifiers) > max_cases:
         identifiers = list(np.random.default_rng(seed).choice(identifiers, max_cases, replace=False))
     other = tuple(a for a in range(3) if a != lr_axis)
-    offsets: dict[str, list[float]] = {t.name: [] for t in sided}
+    extents: dict[str, list[float]] = {t.name: [] for t in sided}
     for identifier in identifiers:
         data, seg = dataset.load_case(identifier)[:2]
         midline = find_midline(np.asarray(data[0]), spacing, lr_axis)
@@ -133,66 +131,55 @@ def target_side_offsets_mm(dataset, identifiers: Sequence[str], targets, lr_axis
             continue
         seg = np.asarray(seg[0])
         for t in sided:
-            profile = np.isin(seg, t.label_values).sum(other)
-            if profile.sum() > 0:
-                centroid = float((np.arange(profile.size) * profile).sum() / profile.sum())
-                offsets[t.name].append((centroid - midline.index) * float(spacing[lr_axis]))
-    return {name: [round(min(v), 2), round(max(v), 2)] for name, v in offsets.items() if v}
+            present = np.flatnonzero(np.isin(seg, t.label_values).any(other))
+            if present.size:
+                extents[t.name] += [(i - midline.index) * float(spacing[lr_axis]) for i in (present[0], present[-1])]
+    return {name: [round(float(min(v)), 2), round(float(max(v)), 2)] for name, v in extents.items() if v}
 
 
 @dataclass(frozen=True)
 class SideRule:
-    """A guarded target: ``sign`` +1 (right) / -1 (left); components whose centroid lies further than
-    ``tolerance_mm`` on the other side of the midline are removed."""
+    """A guarded target: ``sign`` +1 (right) / -1 (left); voxels whose distance towards that side of the midline is
+    below ``cut_mm`` (a negative number: that far across the midline) are removed."""
 
     target: str
     sign: int
-    tolerance_mm: float
+    cut_mm: float
 
 
-def side_rule(name: str | None, offsets: Sequence[float] | None) -> SideRule | None:
-    """The guard of trained target ``name`` from its recorded [min, max] midline offsets (mm, + = right), or None
-    when the name names no single side, nothing was recorded, or the training data did not keep it on its named
-    side by :data:`MIN_LATERAL_MM`."""
-    if name is None or offsets is None:
+def side_rule(name: str | None, extent: Sequence[float] | None) -> SideRule | None:
+    """The guard of trained target ``name`` from its recorded [leftmost, rightmost] training extent (mm from the
+    midline, + = right), or None when the name names no single side or nothing was recorded. The cut lies
+    :data:`MARGIN_MM` beyond the farthest the target reached across the midline in training (beyond the midline
+    itself when it never crossed it)."""
+    if name is None or extent is None:
         return None
     side = split_side(name)[0]
     if side is None:
         return None
     sign = 1 if side == "right" else -1
-    nearest = min(sign * float(offsets[0]), sign * float(offsets[1]))   # the smallest distance towards its side
-    if nearest < MIN_LATERAL_MM:
-        return None
-    return SideRule(name, sign, nearest / 2)
+    innermost = min(sign * float(extent[0]), sign * float(extent[1]))   # its voxel nearest the other side
+    return SideRule(name, sign, min(innermost, 0.0) - MARGIN_MM)
 
 
 def guard_sides(probs: torch.Tensor, rules: Sequence[SideRule | None], lr_axis: int, midline_index: float,
                 spacing_mm: float) -> list[int | None]:
-    """Remove, in place, the wrong-side components of guarded prompts from network-grid probabilities.
+    """Cut, in place, guarded prompts' network-grid probabilities at their side's limit.
 
     ``probs`` (N, *grid); ``rules[n]`` prompt n's :class:`SideRule` or None; ``lr_axis`` the grid's left-right axis
     (increasing towards the patient's right), ``midline_index`` the midline on it (grid voxels), ``spacing_mm`` its
-    voxel size there. Each 26-connected component of ``probs[n] >= 0.5`` whose centroid lies more than the rule's
-    tolerance on the other side gets probability 0. Returns the voxels removed per prompt (None: not guarded)."""
+    voxel size there. Grid voxels whose centre lies beyond a rule's cut get probability 0. Returns the voxels with
+    probability >= 0.5 removed per prompt (None: not guarded)."""
     removed: list[int | None] = []
+    towards_right = (torch.arange(probs.shape[1 + lr_axis], device=probs.device) - midline_index) * spacing_mm
     for n, rule in enumerate(rules):
         if rule is None:
             removed.append(None)
             continue
-        mask = (probs[n] >= 0.5).cpu().numpy()
-        if not mask.any():
-            removed.append(0)
-            continue
-        components = cc3d.connected_components(mask, connectivity=26)
-        centroids = np.asarray(cc3d.statistics(components)["centroids"], float)[1:, lr_axis]
-        towards_side = (centroids - midline_index) * spacing_mm * rule.sign
-        wrong = np.flatnonzero(towards_side < -rule.tolerance_mm) + 1
-        if wrong.size == 0:
-            removed.append(0)
-            continue
-        drop = np.isin(components, wrong)
-        probs[n][torch.from_numpy(drop).to(probs.device)] = 0
-        removed.append(int(drop.sum()))
+        beyond = torch.nonzero(towards_right * rule.sign < rule.cut_mm).flatten()
+        part = probs[n].index_select(lr_axis, beyond)
+        removed.append(int((part >= 0.5).sum()))
+        probs[n].index_fill_(lr_axis, beyond, 0)
     return removed
 
 
@@ -201,8 +188,8 @@ def guard_case(probs: torch.Tensor, properties: dict, texts: Sequence[str], targ
     """The side guard on one case's network-grid probabilities (N, *grid), in place.
 
     Prompt n is guarded when its own words name a side (``texts[n]``) and the trained target it is answered with
-    (``targets[n]``) has that side and a :func:`side_rule` from ``recorded`` (the checkpoint's
-    ``target_side_mm``). ``properties`` are nnU-Net's preprocessing properties of the case with
+    (``targets[n]``) has that side and an extent in ``recorded`` (the checkpoint's ``target_side_mm``,
+    :func:`side_rule`). ``properties`` are nnU-Net's preprocessing properties of the case with
     ``properties[MIDLINE_KEY]`` (the canonical image's midline); the canonical left-right axis is the grid's axis
     ``transpose_forward.index(2)``. Returns, per prompt, what its summary gets: ``side_guard`` with the voxels
     removed, or why the guard was off for the case."""

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnunetv2_medals.laterality import (MIDLINE_KEY, Midline, find_midline, guard_case, guard_sides, side_rule,
-                                        target_side_offsets_mm)
+from nnunetv2_medals.laterality import (MIDLINE_KEY, Midline, SideRule, find_midline, guard_case, guard_sides,
+                                        side_rule, target_side_offsets_mm)
 
 
 def torso(shape=(20, 60, 120), centre_x=70.0, rng=None):
@@ -44,32 +44,31 @@ def test_noise_has_no_trusted_midline():
     assert not find_midline(np.zeros((8, 8, 8), np.float32), (1, 1, 1)).trusted   # a constant image
 
 
-def test_side_rule_follows_the_training_offsets():
-    assert side_rule("left kidney", [-72.0, -55.0]) == side_rule("left kidney", [-55.0, -72.0])
-    rule = side_rule("left kidney", [-72.0, -55.0])
-    assert rule.sign == -1 and rule.tolerance_mm == 27.5
-    assert side_rule("kidney (right)", [40.0, 60.0]).sign == 1
-    assert side_rule("right ventricle", [-12.0, 9.0]) is None      # lies across the midline in training: no guard
-    assert side_rule("left caudate", [-3.0, -2.0]) is None         # too close to the midline to tell
-    assert side_rule("right kidney", [-60.0, -50.0]) is None       # the data contradict the name
-    assert side_rule("both kidneys", [-60.0, 60.0]) is None and side_rule("liver", [50.0, 60.0]) is None
+def test_the_cut_follows_how_far_the_target_reached_in_training():
+    rule = side_rule("left kidney", [-100.0, -30.0])           # never near the midline: cut 5 mm across it
+    assert rule.sign == -1 and rule.cut_mm == -5.0
+    assert side_rule("kidney (right)", [30.0, 90.0]) == SideRule("kidney (right)", 1, -5.0)
+    # a left vein that reached 12 mm right of the midline in training is cut only 17 mm across
+    assert side_rule("left brachiocephalic vein", [-60.0, 12.0]).cut_mm == -17.0
+    assert side_rule("right ventricle", [-70.0, 30.0]).cut_mm == -75.0
+    assert side_rule("both kidneys", [-100.0, 100.0]) is None and side_rule("liver", [-20.0, 120.0]) is None
     assert side_rule("left kidney", None) is None and side_rule(None, [-60.0, -50.0]) is None
 
 
-def test_wrong_side_components_are_removed_and_nothing_else():
-    probs = torch.zeros(3, 8, 10, 40)
-    probs[0, 2:5, 2:6, 5:9] = 0.9      # left structure on the left (x < midline 20)
-    probs[0, 2:5, 2:6, 30:34] = 0.8    # ... and the same drawn on the right
-    probs[0, 2:5, 2:6, 21:23] = 0.7    # ... and a blob just across the midline, within the tolerance
-    probs[1] = probs[0]                # an unguarded prompt
-    probs[2, 2:5, 2:6, 30:34] = 0.3    # below 0.5: not a component
+def test_only_what_lies_beyond_the_cut_is_removed():
+    probs = torch.zeros(3, 8, 10, 40)          # grid x: 2 mm voxels, midline at 20, + = right
+    probs[0, 2:5, 2:6, 5:9] = 0.9               # left structure on the left
+    probs[0, 2:5, 2:6, 30:34] = 0.8             # ... and the same drawn on the right: x 20-26 mm
+    probs[0, 2:5, 2:6, 20:23] = 0.7             # ... and a rim 0-4 mm across the midline: within the 5 mm
+    probs[1] = probs[0]                         # an unguarded prompt
+    probs[2, 2:5, 2:6, 30:34] = 0.3             # below 0.5: nothing to count, but cut too
     before = probs.clone()
-    rule = side_rule("left kidney", [-30.0, -25.0])                # tolerance 12.5 mm
+    rule = side_rule("left kidney", [-40.0, -12.0])
     removed = guard_sides(probs, [rule, None, rule], lr_axis=2, midline_index=20.0, spacing_mm=2.0)
     assert removed == [48, None, 0]
-    assert (probs[0, 2:5, 2:6, 30:34] == 0).all()
-    assert torch.equal(probs[0, ..., :30], before[0, ..., :30])
-    assert torch.equal(probs[1:], before[1:])
+    assert probs[0, ..., 23:].sum() == 0 and probs[2].sum() == 0
+    assert torch.equal(probs[0, ..., :23], before[0, ..., :23])
+    assert torch.equal(probs[1], before[1])
 
 
 def test_guard_case_maps_the_midline_onto_the_grid_and_needs_the_side_in_the_words():
@@ -83,18 +82,18 @@ def test_guard_case_maps_the_midline_onto_the_grid_and_needs_the_side_in_the_wor
     targets = ["left kidney", "left kidney", None, "both kidneys"]
     probs = torch.zeros(4, 6, 10, 40)
     probs[:, 1:4, 2:6, 2:6] = 0.9     # grid x 2..5: 28-35 mm left of the midline
-    probs[:, 1:4, 2:6, 32:36] = 0.9   # grid x 32..35: 28-35 mm right of it
+    probs[:, 1:4, 2:6, 22:26] = 0.9   # grid x 22..25: 4.5-10.5 mm right of it; the cut is 5 mm across
     info = guard_case(probs, properties, texts, targets, recorded, transpose_forward=[0, 1, 2])
-    assert info == [{"side_guard": {"removed_voxels": 48}}, {}, {}, {}]
-    assert probs[0, ..., 20:].sum() == 0 and probs[0, ..., :20].sum() > 0
-    assert probs[1:, ..., 20:].sum() > 0                   # "kidney" means both; no target; a two-sided region
+    assert info == [{"side_guard": {"removed_voxels": 36}}, {}, {}, {}]
+    assert probs[0, ..., 23:].sum() == 0 and probs[0, ..., 22].sum() > 0 and probs[0, ..., :20].sum() > 0
+    assert probs[1:, ..., 23:].sum() > 0                   # "kidney" means both; no target; a two-sided region
     # transposed plans: the canonical left-right axis is the grid's first
     transposed = {**properties, "bbox_used_for_cropping": [[10, 90], [0, 6], [0, 10]],
                   "shape_after_cropping_and_before_resampling": [80, 6, 10]}
     probs = torch.zeros(1, 40, 6, 10)
-    probs[0, 32:36, 1:4, 2:6] = 0.9
+    probs[0, 22:26, 1:4, 2:6] = 0.9
     assert guard_case(probs, transposed, texts[:1], targets[:1], recorded, [2, 0, 1]) == [
-        {"side_guard": {"removed_voxels": 48}}]
+        {"side_guard": {"removed_voxels": 36}}]
     # no trusted midline: the guard says it is off and removes nothing
     probs = torch.full((1, 6, 10, 40), 0.9)
     untrusted = {**properties, MIDLINE_KEY: Midline(50.0, 0.2).to_json()}
@@ -115,5 +114,6 @@ def test_training_offsets_are_measured_from_each_cases_midline():
                for n, v in (("left kidney", [1]), ("right kidney", [2]), ("both kidneys", [1, 2]))]
     found = target_side_offsets_mm(dataset, ["a", "b"], targets, lr_axis=2, spacing=(2.0, 2.0, 2.0))
     assert set(found) == {"left kidney", "right kidney"}
-    assert found["left kidney"][0] <= found["left kidney"][1] < -35 and found["left kidney"][0] > -45
-    assert 35 < found["right kidney"][0] <= found["right kidney"][1] < 45
+    # voxels 24..17 left of the midline at 2 mm, either case: [-48, -34] mm (the midline is found within 1 voxel)
+    assert -50 <= found["left kidney"][0] <= -46 and -36 <= found["left kidney"][1] <= -32
+    assert 30 <= found["right kidney"][0] <= 34 and 44 <= found["right kidney"][1] <= 48
