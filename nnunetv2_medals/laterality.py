@@ -122,16 +122,20 @@ def target_side_offsets_mm(dataset, identifiers: Sequence[str], targets, lr_axis
     identifiers = list(identifiers)
     if len(identifiers) > max_cases:
         identifiers = list(np.random.default_rng(seed).choice(identifiers, max_cases, replace=False))
-    other = tuple(a for a in range(3) if a != lr_axis)
+    n_labels = max(v for t in sided for v in t.label_values) + 1
     extents: dict[str, list[float]] = {t.name: [] for t in sided}
     for identifier in identifiers:
         data, seg = dataset.load_case(identifier)[:2]
         midline = find_midline(np.asarray(data[0]), spacing, lr_axis)
         if not midline.trusted:
             continue
-        seg = np.asarray(seg[0])
+        seg = np.moveaxis(np.asarray(seg[0]), lr_axis, 0)
+        # which labels each left-right position holds: one bincount per slice, one pass over the case
+        # (nnU-Net marks voxels outside the image's nonzero region -1)
+        holds = np.stack([np.bincount(np.clip(sl, 0, None).ravel(), minlength=n_labels)[:n_labels] > 0
+                          for sl in seg])
         for t in sided:
-            present = np.flatnonzero(np.isin(seg, t.label_values).any(other))
+            present = np.flatnonzero(holds[:, list(t.label_values)].any(1))
             if present.size:
                 extents[t.name] += [(i - midline.index) * float(spacing[lr_axis]) for i in (present[0], present[-1])]
     return {name: [round(float(min(v)), 2), round(float(max(v)), 2)] for name, v in extents.items() if v}
