@@ -255,7 +255,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--refine", type=int, default=0, help="Algorithm 2 rounds (default 0)")
     p.add_argument("--raw_text", action="store_true", help="every prompt keeps its own text embedding (default: "
                                                            "prompts that canonicalise to a trained target get its)")
-    p.add_argument("--no_side_guard", action="store_true", help="keep other-side parts of prompts naming a side")
+    p.add_argument("--no_side_guard", action="store_true", help="do not cut side-naming prompts at the midline")
     p.set_defaults(func=_cmd_predict_npz)
 
     p = sub.add_parser("evaluate", help="challenge metrics (DSC, NSD, instance F1, DSC-TP) of predictions vs ground truth")
@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", nargs="+", default=None, help="folds (default: every fold with the checkpoint)")
     p.add_argument("-chk", default="checkpoint_final.pth")
     p.add_argument("--encoder", default=None, help="the model's text encoder folder, when not where it was recorded")
-    p.add_argument("--no_side_guard", action="store_true", help="keep other-side parts of prompts naming a side")
+    p.add_argument("--no_side_guard", action="store_true", help="do not cut side-naming prompts at the midline")
     p.set_defaults(func=_cmd_predict)
     return parser
 

@@ -8,9 +8,13 @@ middle is, and how far across it a structure can reach. So:
 
 1. :func:`find_midline` estimates the midsagittal plane of an image as the left-right position about which the
    image best mirrors itself (a normalised mirror correlation, computed with FFTs on a ~4 mm sampling). Bodies and
-   heads are nearly mirror-symmetric; on the real CTs the midline lies within 2-5 mm of the spinal cord. It searches
-   the central half of the image (a body whose middle lies outside it, e.g. a scan cut at the midline, is not
-   found) and reports the correlation, so a poor fit (< :data:`MIN_SYMMETRY`) switches the guard off for a case.
+   heads are nearly mirror-symmetric; on the real CTs the midline lies within 2-5 mm of the spinal cord. A scan
+   that shows one side only (cut at or near the midline: a hip, a user's crop) still mirrors itself somewhere, so
+   the body must not run into one image edge only, and the midline must lie in the middle of the body's left-right
+   extent (:data:`MAX_IMBALANCE`): on the real CTs and the brain the two sides differ by 0-4 % of the width, on
+   crops of them that keep one side by 45-51 %.
+   A midline that fails either test (or a correlation < :data:`MIN_SYMMETRY`) switches the guard off for the case.
+   Not caught: a field of view filled by one side's anatomy only, edge to edge.
 2. :func:`target_side_offsets_mm` records at training time, for every target whose name names one side, its
    left-right extent relative to the training image's midline: [leftmost, rightmost] voxel (mm, + = the patient's
    right) over the training cases. The checkpoint carries it (``ModelVocabulary.target_side_mm``).
@@ -22,8 +26,9 @@ middle is, and how far across it a structure can reach. So:
    cut - before the label decision, so another prompt may take the voxels, and before Algorithm 3.
 
 The guard acts only on prompts whose own words name a side and that are answered with a trained target of that
-side (:mod:`..text_prompts.prompt_matching`); ``MedalSPredictor(side_guard=False)`` / ``--no_side_guard`` turn it
-off.
+side (:mod:`..text_prompts.prompt_matching`: a canonical or side-corrected match; a prompt that says more, such as
+"left kidney and liver", keeps its own embedding and is not cut); ``MedalSPredictor(side_guard=False)`` /
+``--no_side_guard`` turn it off.
 """
 from __future__ import annotations
 
@@ -38,6 +43,9 @@ from nnunetv2_medals.text_prompts.side_wordings import split_side
 
 #: a case's midline is trusted when the image mirrors itself about it at least this well (1 = perfectly)
 MIN_SYMMETRY = 0.5
+#: ... and when its distances to the body's leftmost and rightmost extent differ by at most this fraction of the
+#: body's width
+MAX_IMBALANCE = 0.25
 #: the cut lies at least this far (mm) across the midline: the midline's own error (2-5 mm on real CTs) and the
 #: anatomy of another body than the training ones
 MARGIN_MM = 5.0
@@ -50,26 +58,35 @@ MIDLINE_KEY = "medals_midline"
 @dataclass(frozen=True)
 class Midline:
     """``index``: the midsagittal plane's position along the left-right axis, in voxels of the array it was found
-    in (fractional; None when no plane was found); ``symmetry``: the mirror correlation there (-1..1)."""
+    in (fractional; None when no plane was found); ``symmetry``: the mirror correlation there (-1..1);
+    ``imbalance``: |distance to the body's left edge - distance to its right edge| / the body's width (0 = centred;
+    1 when the body runs into one image edge only)."""
 
     index: float | None
     symmetry: float
+    imbalance: float = 1.0
 
     @property
     def trusted(self) -> bool:
-        return self.index is not None and self.symmetry >= MIN_SYMMETRY
+        return self.index is not None and self.symmetry >= MIN_SYMMETRY and self.imbalance <= MAX_IMBALANCE
+
+    def why_not(self) -> str:
+        """Why the midline is not trusted (for the case summary)."""
+        if self.index is None or self.symmetry < MIN_SYMMETRY:
+            return f"no mirror-symmetric midline (symmetry {self.symmetry:.2f})"
+        return f"the midline is off the body's centre (imbalance {self.imbalance:.2f}: one side only in view?)"
 
     def shifted(self, start: int) -> "Midline":
         """The same plane in a crop of the array that starts at voxel ``start`` of the left-right axis."""
-        return Midline(None if self.index is None else self.index - start, self.symmetry)
+        return Midline(None if self.index is None else self.index - start, self.symmetry, self.imbalance)
 
     def to_json(self) -> dict:
         return {"index": None if self.index is None else round(float(self.index), 2),
-                "symmetry": round(float(self.symmetry), 3)}
+                "symmetry": round(float(self.symmetry), 3), "imbalance": round(float(self.imbalance), 3)}
 
     @classmethod
     def from_json(cls, d: dict | None) -> "Midline | None":
-        return None if d is None else cls(d["index"], float(d["symmetry"]))
+        return None if d is None else cls(d["index"], float(d["symmetry"]), float(d["imbalance"]))
 
 
 def find_midline(volume: np.ndarray, spacing: Sequence[float], lr_axis: int = -1,
@@ -81,15 +98,20 @@ def find_midline(volume: np.ndarray, spacing: Sequence[float], lr_axis: int = -1
     (f). For each candidate axis c (in half-sample steps) the score is sum f(x) f(2c - x) over the voxels whose
     mirror image lies inside, divided by sum f(x)^2 over the same voxels (a correlation: 1 for a perfect mirror
     image). Candidates whose overlap is under half the axis length are not considered (they would fit any two small
-    windows), which limits the search to the central half of the axis."""
+    windows), which limits the search to the central half of the axis. The body is the sampled voxels above the
+    middle of the two percentiles; its left-right extent is where a column holds more than 2 % of them, and a body
+    that fills at least 40 % of one edge column of the image but not of the other is cut by that edge (imbalance
+    1)."""
     spacing = [float(s) for s in spacing]
     lr_axis = lr_axis % volume.ndim
     steps = [max(1, int(round(sample_mm / s))) for s in spacing]
     sampled = np.moveaxis(np.asarray(volume)[tuple(slice(None, None, k) for k in steps)], lr_axis, -1)
     sampled = sampled.astype(np.float32, copy=False)
     n = sampled.shape[-1]
+    if n < 4 or sampled.size == 0:
+        return Midline(None, 0.0)
     lo, hi = np.percentile(sampled, (2, 98))
-    if n < 4 or not hi > lo:
+    if not hi > lo:
         return Midline(None, 0.0)
     f = np.clip(sampled, lo, hi)
     f = (f - f.mean()).reshape(-1, n)
@@ -104,7 +126,13 @@ def find_midline(volume: np.ndarray, spacing: Sequence[float], lr_axis: int = -1
     best = int(np.argmax(score))
     if not np.isfinite(score[best]):
         return Midline(None, 0.0)
-    return Midline(best / 2 * steps[lr_axis], float(score[best]))
+    columns = (sampled > (lo + hi) / 2).reshape(-1, n).mean(0)
+    body = np.flatnonzero(columns > 0.02)
+    centre = best / 2
+    imbalance = abs((centre - body[0]) - (body[-1] - centre)) / max(body[-1] - body[0], 1) if body.size else 1.0
+    if (columns[0] >= 0.4) != (columns[-1] >= 0.4):
+        imbalance = 1.0     # the body runs into one image edge only: cut there, its extent on that side unknown
+    return Midline(centre * steps[lr_axis], float(score[best]), float(imbalance))
 
 
 def target_side_offsets_mm(dataset, identifiers: Sequence[str], targets, lr_axis: int, spacing: Sequence[float],
@@ -180,10 +208,13 @@ def guard_sides(probs: torch.Tensor, rules: Sequence[SideRule | None], lr_axis: 
         if rule is None:
             removed.append(None)
             continue
-        beyond = torch.nonzero(towards_right * rule.sign < rule.cut_mm).flatten()
-        part = probs[n].index_select(lr_axis, beyond)
+        beyond = torch.nonzero(towards_right * rule.sign < rule.cut_mm).flatten()   # one end of the axis
+        if beyond.numel() == 0:
+            removed.append(0)
+            continue
+        part = probs[n].narrow(lr_axis, int(beyond[0]), beyond.numel())
         removed.append(int((part >= 0.5).sum()))
-        probs[n].index_fill_(lr_axis, beyond, 0)
+        part.zero_()
     return removed
 
 
@@ -192,11 +223,11 @@ def guard_case(probs: torch.Tensor, properties: dict, texts: Sequence[str], targ
     """The side guard on one case's network-grid probabilities (N, *grid), in place.
 
     Prompt n is guarded when its own words name a side (``texts[n]``) and the trained target it is answered with
-    (``targets[n]``) has that side and an extent in ``recorded`` (the checkpoint's ``target_side_mm``,
+    (``targets[n]``: a canonical or side-corrected match, else None) has that side and an extent in ``recorded`` (the checkpoint's ``target_side_mm``,
     :func:`side_rule`). ``properties`` are nnU-Net's preprocessing properties of the case with
     ``properties[MIDLINE_KEY]`` (the canonical image's midline); the canonical left-right axis is the grid's axis
-    ``transpose_forward.index(2)``. Returns, per prompt, what its summary gets: ``side_guard`` with the voxels
-    removed, or why the guard was off for the case."""
+    ``transpose_forward.index(2)``. Returns, per prompt, what its summary gets: ``side_guard`` with the
+    network-grid voxels of probability >= 0.5 removed, or why the guard was off for the case."""
     midline = Midline.from_json(properties.get(MIDLINE_KEY))
     rules = []
     for text, target in zip(texts, targets):
@@ -206,8 +237,7 @@ def guard_case(probs: torch.Tensor, properties: dict, texts: Sequence[str], targ
     if midline is None or not any(rules):
         return [{} for _ in rules]
     if not midline.trusted:
-        return [{"side_guard": f"off: no mirror-symmetric midline (symmetry {midline.symmetry:.2f})"} if r else {}
-                for r in rules]
+        return [{"side_guard": f"off: {midline.why_not()}"} if r else {} for r in rules]
     axis = list(transpose_forward).index(2)
     start = properties["bbox_used_for_cropping"][axis][0]
     scale = probs.shape[1 + axis] / properties["shape_after_cropping_and_before_resampling"][axis]

@@ -1,5 +1,5 @@
-"""The side guard's parts on arrays: the midline, the rule learnt from training offsets, removing wrong-side
-components (:mod:`nnunetv2_medals.laterality`). The real-CT midline is checked in tests/datasets/test_totalseg_ct.py,
+"""The side guard's parts on arrays: the midline, the cut learnt from training extents, cutting a prompt's
+probabilities at it (:mod:`nnunetv2_medals.laterality`). The real-CT midline is checked in tests/datasets/test_totalseg_ct.py,
 the guard inside prediction in tests/inference/test_side_guard.py."""
 from types import SimpleNamespace
 
@@ -38,10 +38,19 @@ def test_the_midline_works_on_any_axis_and_sampling():
     assert abs(found.index - 66.0) <= 2.5
 
 
+def test_a_scan_of_one_side_has_no_trusted_midline():
+    image = torso(centre_x=70.0)
+    for crop in (image[:, :, :75], image[:, :, 60:]):      # cut near the midline: the rest mirrors itself somewhere
+        found = find_midline(crop, (2.0, 2.0, 2.0))
+        assert not found.trusted and found.imbalance > 0.25 and "one side only" in found.why_not(), found
+    assert find_midline(image, (2.0, 2.0, 2.0)).imbalance < 0.05
+
+
 def test_noise_has_no_trusted_midline():
     found = find_midline(np.random.default_rng(1).normal(size=(16, 40, 80)).astype(np.float32), (2.0, 2.0, 2.0))
     assert not found.trusted and found.symmetry < 0.5
     assert not find_midline(np.zeros((8, 8, 8), np.float32), (1, 1, 1)).trusted   # a constant image
+    assert not find_midline(np.zeros((0, 8, 8), np.float32), (1, 1, 1)).trusted   # an empty one
 
 
 def test_the_cut_follows_how_far_the_target_reached_in_training():
@@ -74,7 +83,7 @@ def test_only_what_lies_beyond_the_cut_is_removed():
 def test_guard_case_maps_the_midline_onto_the_grid_and_needs_the_side_in_the_words():
     # canonical image x 0..99 cropped to 10..90 (80 voxels of 1 mm), resampled to a 40-voxel grid: midline x = 50
     # is grid voxel (50 - 10 + 0.5) / 2 - 0.5 = 19.75
-    properties = {MIDLINE_KEY: Midline(50.0, 0.9).to_json(), "spacing": [3.0, 1.0, 1.0],
+    properties = {MIDLINE_KEY: Midline(50.0, 0.9, 0.0).to_json(), "spacing": [3.0, 1.0, 1.0],
                   "bbox_used_for_cropping": [[0, 6], [0, 10], [10, 90]],
                   "shape_after_cropping_and_before_resampling": [6, 10, 80]}
     recorded = {"left kidney": [-40.0, -30.0], "both kidneys": [-40.0, 40.0]}
@@ -96,9 +105,22 @@ def test_guard_case_maps_the_midline_onto_the_grid_and_needs_the_side_in_the_wor
         {"side_guard": {"removed_voxels": 36}}]
     # no trusted midline: the guard says it is off and removes nothing
     probs = torch.full((1, 6, 10, 40), 0.9)
-    untrusted = {**properties, MIDLINE_KEY: Midline(50.0, 0.2).to_json()}
-    info = guard_case(probs, untrusted, texts[:1], targets[:1], recorded, [0, 1, 2])
-    assert "off" in info[0]["side_guard"] and (probs == 0.9).all()
+    for midline, reason in ((Midline(50.0, 0.2, 0.0), "symmetr"), (Midline(50.0, 0.9, 0.45), "one side only")):
+        info = guard_case(probs, {**properties, MIDLINE_KEY: midline.to_json()}, texts[:1], targets[:1], recorded,
+                          [0, 1, 2])
+        assert info[0]["side_guard"].startswith("off") and reason in info[0]["side_guard"] and (probs == 0.9).all()
+
+
+def test_the_grid_midline_uses_voxel_centres():
+    # 80 cropped voxels of 1 mm onto a 20-voxel grid (4 mm): canonical x = 50 with the crop starting at 10 is grid
+    # voxel (40 + 0.5) / 4 - 0.5 = 9.625 (9.625 + 5 mm / 4 mm = 10.875: voxel 11 is cut; without the half-voxel
+    # shift the midline would be 10 and voxel 11 kept)
+    properties = {MIDLINE_KEY: Midline(50.0, 0.9, 0.0).to_json(), "spacing": [3.0, 1.0, 1.0],
+                  "bbox_used_for_cropping": [[0, 6], [0, 10], [10, 90]],
+                  "shape_after_cropping_and_before_resampling": [6, 10, 80]}
+    probs = torch.full((1, 6, 10, 20), 0.9)
+    guard_case(probs, properties, ["left kidney"], ["left kidney"], {"left kidney": [-40.0, -30.0]}, [0, 1, 2])
+    assert probs[0, ..., 10].min() == 0.9 and probs[0, ..., 11:].max() == 0
 
 
 def test_training_offsets_are_measured_from_each_cases_midline():

@@ -38,8 +38,8 @@ class ModelVocabulary:
     ``phrasing_embeddings`` (P, L) follow ``phrasings`` (every phrasing of every target, once, in target order);
     ``text_encoder`` is the plans' record (``id``, ``dim``, ``path``); ``target_extent_mm`` maps a target name to
     its median extent (mm, per network axis) over the training cases (dynamic resampling, paper §2.5);
-    ``target_side_mm`` maps each sided target to its [min, max] centroid offset from the midline (mm, + = the
-    patient's right) over the training cases (the side guard, :mod:`nnunetv2_medals.laterality`).
+    ``target_side_mm`` maps each sided target to its [leftmost, rightmost] voxel relative to the midline (mm, + =
+    the patient's right) over the training cases (the side guard, :mod:`nnunetv2_medals.laterality`).
     """
 
     targets: tuple[VocabularyTarget, ...]

@@ -28,8 +28,8 @@ EXTRA_HELP = """nnUNetv2_predict_medals: nnUNetv2_predict with text/mask prompts
   --encoder DIR               folder of the model's text encoder if the recorded one moved
   --raw_text                  give every prompt its own text embedding (default: a prompt that canonicalises to
                               a trained target, e.g. "the left-sided kidney" -> "left kidney", gets that target's)
-  --no_side_guard             keep components on the other side of the body for prompts that name a side
-                              (default: removed, see nnunetv2_medals/laterality.py)
+  --no_side_guard             do not cut prompts that name a side at the body's midline (default: cut, see
+                              nnunetv2_medals/laterality.py)
   --overlay                   also write CASE_overlay.png (three orthogonal slices through each found structure)
   --dynamic_spacing ALPHA     dynamic resampling (paper §2.5): resample each case for its smallest prompted
                               structure so that it fills ALPHA of the patch (e.g. 0.5)

@@ -232,8 +232,8 @@ class MedalSPredictor(nnUNetPredictor):
         if mask_prompts is None and self.refinement_rounds > 0:
             probs = self_refine(lambda sp: self._probabilities(data, sp), probs, self.refinement_rounds, rng=self.rng)
         guarded = [{} for _ in prompts]
-        if self.side_guard and self.vocabulary.target_side_mm:
-            guarded = guard_case(probs, properties, [p.text for p in prompts], [m.meant_target() for m in matches],
+        if self.guards_sides():
+            guarded = guard_case(probs, properties, [p.text for p in prompts], [m.target for m in matches],
                                  self.vocabulary.target_side_mm, self.plans_manager.transpose_forward)
         with self.network_spacing(properties.get("network_spacing")):
             return export_prediction(probs, properties, prompts, self.plans_manager, self.configuration_manager,
@@ -241,6 +241,11 @@ class MedalSPredictor(nnUNetPredictor):
                                      [{"match": m.to_json(), **g} for m, g in zip(matches, guarded)],
                                      min_instance_volume_mm3=self.min_instance_volume_mm3(),
                                      method=self.export_method, device=self.device)
+
+    def guards_sides(self) -> bool:
+        """Whether the side guard runs: on, canonical plans, and a checkpoint that records where sided targets lie."""
+        return bool(self.side_guard and self.vocabulary is not None and self.vocabulary.target_side_mm
+                    and is_canonical(self.plans_manager.plans["image_reader_writer"]))
 
     def _multi_part(self, prompts: Sequence[Prompt], matches: Sequence[PromptMatch]) -> list[bool]:
         """Per prompt: is its structure several parts (Algorithm 3 leaves it whole)? Judged from the matched target
@@ -261,7 +266,7 @@ class MedalSPredictor(nnUNetPredictor):
         spacing = self.case_spacing(props["spacing"], prompts)
         dynamic = spacing != [float(s) for s in self.configuration_manager.spacing]
         midline = props.get(MIDLINE_KEY)    # a caller that crops the image gives the whole image's
-        if MIDLINE_KEY not in props and self.side_guard and is_canonical(self.plans_manager.plans["image_reader_writer"]):
+        if MIDLINE_KEY not in props and self.guards_sides():
             midline = find_midline(image[0], props["spacing"], lr_axis=2).to_json()
         preprocessor = self.configuration_manager.preprocessor_class(verbose=False)
         with self.network_spacing(spacing):

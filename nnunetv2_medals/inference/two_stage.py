@@ -70,7 +70,7 @@ def predict_two_stage(coarse: MedalSPredictor, fine: MedalSPredictor, image: np.
     spacing = [float(s) for s in properties["spacing"]]
     start = time.perf_counter()
     # the side guard's midline comes from the whole image: stage 2 sees only the ROI
-    midline = find_midline(image[0], spacing, lr_axis=2) if fine.side_guard else None
+    midline = find_midline(image[0], spacing, lr_axis=2) if fine.guards_sides() else None
     first = coarse.predict_array(image, spacing, prompts, source, midline=midline)
     stage1_s = time.perf_counter() - start
 

@@ -24,7 +24,19 @@ def _predict_with_both_kidneys_drawn(predictor, image, props, kidneys, text):
     the sides apart."""
     predictor._probabilities = lambda data, spatial: spatial * 0.9
     data, properties, masks = predictor.preprocess(image, props, [Prompt(text, 1)], [kidneys])
+    # the midline goes through nnU-Net's crop (zero margins) and resampling onto the grid
+    assert properties["bbox_used_for_cropping"][2][0] == 3
+    assert data.shape[3] != properties["shape_after_cropping_and_before_resampling"][2]
     return predictor.predict_preprocessed(data, properties, [Prompt(text, 1)], masks)
+
+
+def _canonical_case(image_file, label_file, order):
+    """The test case stored in voxel ``order``, read canonically, with 3 zero voxels on both left-right ends (nnU-Net
+    crops them off: the midline must survive the crop)."""
+    image, props = canonical_image(store_in_voxel_order(sitk.ReadImage(str(image_file)), order))
+    seg = canonical_image(store_in_voxel_order(sitk.ReadImage(str(label_file)), order))[0][0]
+    pad = ((0, 0), (0, 0), (3, 3))
+    return np.pad(image, ((0, 0), *pad)), props, np.pad(seg, pad)
 
 
 def test_a_prompt_that_says_left_is_not_answered_on_the_right(preprocessed_phantom, smoke_model):
@@ -34,8 +46,7 @@ def test_a_prompt_that_says_left_is_not_answered_on_the_right(preprocessed_phant
     guarded = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"))
     unguarded = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), side_guard=False)
     for order in ("LPS", "RAS", "permuted"):      # the same scan stored in other voxel orders
-        image, props = canonical_image(store_in_voxel_order(sitk.ReadImage(str(image_file)), order))
-        seg = canonical_image(store_in_voxel_order(sitk.ReadImage(str(label_file)), order))[0][0]
+        image, props, seg = _canonical_case(image_file, label_file, order)
         kidneys = np.isin(seg, list(labels.values()))
         for text, own, other in (("the kidney on the left side", "left kidney", "right kidney"),
                                  ("right kidney", "right kidney", "left kidney")):
@@ -47,7 +58,9 @@ def test_a_prompt_that_says_left_is_not_answered_on_the_right(preprocessed_phant
             assert not kept[seg == labels[other]].any(), (order, text)
             assert np.array_equal(kept[seg == labels[own]], drawn[seg == labels[own]]), (order, text)
             assert result.summary["prompts"][0]["side_guard"]["removed_voxels"] > 0
-        # no side in the words: both kidneys stay, and nothing is reported
-        result = _predict_with_both_kidneys_drawn(guarded, image, props, kidneys, "kidneys")
-        both = _predict_with_both_kidneys_drawn(unguarded, image, props, kidneys, "kidneys")
-        assert np.array_equal(result.label_map, both.label_map) and "side_guard" not in result.summary["prompts"][0]
+        # no side in the words, or more than one target's words (its own embedding answers it): nothing is cut
+        for text in ("kidneys", "left kidney and liver"):
+            result = _predict_with_both_kidneys_drawn(guarded, image, props, kidneys, text)
+            both = _predict_with_both_kidneys_drawn(unguarded, image, props, kidneys, text)
+            assert np.array_equal(result.label_map, both.label_map) and "side_guard" not in result.summary["prompts"][0]
+            assert (result.label_map == 1)[seg == 2].mean() > 0.5 and (result.label_map == 1)[seg == 1].mean() > 0.5

@@ -12,6 +12,7 @@ import torch
 import nnunetv2_medals.inference.predictor as predictor_module
 from nnunetv2_medals.inference.case_files import read_image
 from nnunetv2_medals.inference.predictor import load_model
+from nnunetv2_medals.inference import two_stage
 from nnunetv2_medals.inference.two_stage import predict_two_stage
 from nnunetv2_medals.laterality import find_midline
 from nnunetv2_medals.resampling import memory_guard
@@ -70,6 +71,26 @@ def test_stage_two_runs_on_the_roi_with_stage_one_as_mask_prompts(stages, monkey
     # the side guard's midline is the whole image's, counted from the ROI's first left-right voxel
     whole = find_midline(image[0], props["spacing"], lr_axis=2)
     assert seen["midline"] == whole.shifted(roi[2].start) and whole.index is not None
+
+
+def test_stage_two_gets_the_whole_images_midline_on_its_roi(stages, monkeypatch):
+    coarse, fine, image, props = stages
+    stage1 = np.zeros(image.shape[1:], np.uint16)
+    stage1[8:12, 20:30, 25:40] = 1
+    _force_stage_one(monkeypatch, coarse, stage1)
+    roi = (slice(2, 20), slice(5, 45), slice(9, 60))     # a different start on every axis
+    monkeypatch.setattr(two_stage, "stage_two_roi", lambda *a, **k: roi)
+    seen = {}
+    original = fine.predict_array
+
+    def spy(crop, spacing, prompts, source="array", masks=None, midline=None):
+        seen["midline"] = midline
+        return original(crop, spacing, prompts, source, masks=masks, midline=midline)
+
+    monkeypatch.setattr(fine, "predict_array", spy)
+    predict_two_stage(coarse, fine, image, props, [Prompt("left kidney", 1)])
+    whole = find_midline(image[0], props["spacing"], lr_axis=2)
+    assert whole.trusted and seen["midline"].index == whole.index - 9
 
 
 def test_empty_stage_one_falls_back_to_the_whole_image_without_prompts(stages, monkeypatch):
