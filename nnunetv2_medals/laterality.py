@@ -25,9 +25,10 @@ middle is, and how far across it a structure can reach. So:
 4. :func:`guard_sides`: at prediction, on the network grid, a guarded prompt's probability is set to 0 beyond its
    cut - before the label decision, so another prompt may take the voxels, and before Algorithm 3.
 
-The guard acts only on prompts whose own words name a side and that are answered with a trained target of that
-side (:mod:`..text_prompts.prompt_matching`: a canonical or side-corrected match; a prompt that says more, such as
-"left kidney and liver", keeps its own embedding and is not cut); ``MedalSPredictor(side_guard=False)`` /
+The guard acts only on prompts whose own words name a side and that ask for a sided trained target and nothing
+more (``VocabularyMatcher.structure_of``: a canonical or side-corrected match, or an unmatched prompt whose nearest
+phrasing (cosine >= 0.6) is that target's and that names nothing only other targets name: "right erector spinae"
+is cut as the right autochthon, "left kidney and liver" is not cut at all); ``MedalSPredictor(side_guard=False)`` /
 ``--no_side_guard`` turn it off.
 """
 from __future__ import annotations
@@ -223,7 +224,7 @@ def guard_case(probs: torch.Tensor, properties: dict, texts: Sequence[str], targ
     """The side guard on one case's network-grid probabilities (N, *grid), in place.
 
     Prompt n is guarded when its own words name a side (``texts[n]``) and the trained target it is answered with
-    (``targets[n]``: a canonical or side-corrected match, else None) has that side and an extent in ``recorded`` (the checkpoint's ``target_side_mm``,
+    (``targets[n]``, ``VocabularyMatcher.structure_of``, else None) has that side and an extent in ``recorded`` (the checkpoint's ``target_side_mm``,
     :func:`side_rule`). ``properties`` are nnU-Net's preprocessing properties of the case with
     ``properties[MIDLINE_KEY]`` (the canonical image's midline); the canonical left-right axis is the grid's axis
     ``transpose_forward.index(2)``. Returns, per prompt, what its summary gets: ``side_guard`` with the

@@ -158,14 +158,28 @@ class VocabularyMatcher:
         target = self._partial_name_target(text) if found is None else self._class_target(found.name, cosines)
         if target is None:
             return None
+        return None if self._says_more(text, target) else target
+
+    def _says_more(self, text: str, target: int) -> bool:
+        """Does ``text`` say more than target ``target``: both sides for a target of one side, or a word of another
+        trained target that this one lacks?"""
         words = set(normalise(text).split())
         own = self._target_words[target]
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:
+            return True
+        return bool((words - own - _FILLER_WORDS) & self._other_words[target])
+
+    def structure_of(self, match: PromptMatch, min_cosine: float = 0.6) -> str | None:
+        """The trained target a prompt asks for and nothing more: its matched target, or for a prompt answered
+        with its own embedding the nearest phrasing's target (cosine >= ``min_cosine``) when the prompt uses no
+        word that only other targets use ("the right psoas muscle" -> "right iliopsoas"; "left kidney and liver"
+        -> None). Used by the side guard, which must not cut what a prompt asks for besides its nearest target."""
+        if match.target is not None:
+            return match.target
+        if match.method != "nearest embedding" or not match.nearest_target or match.cosine < min_cosine:
             return None
-        if (words - own - _FILLER_WORDS) & self._other_words[target]:
-            return None
-        return target
+        return None if self._says_more(match.text, self.names.index(match.nearest_target)) else match.nearest_target
 
     def _class_target(self, name: str, cosines: np.ndarray) -> int | None:
         candidates = self._targets_of_class.get(name, [])

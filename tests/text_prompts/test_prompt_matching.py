@@ -1,11 +1,13 @@
 """Free text against a model's vocabulary: canonical matches, side correction, far-prompt warnings."""
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.text_prompts.prompt_matching import VocabularyMatcher
+from nnunetv2_medals.text_prompts.prompt_matching import PromptMatch, VocabularyMatcher
 
 PHANTOM = [("kidneys", ["kidneys", "both kidneys"]), ("liver", ["liver", "the whole liver"]),
            ("left kidney", ["left kidney", "kidney, left"]), ("right kidney", ["right kidney", "kidney, right"]),
@@ -44,6 +46,24 @@ def test_prompts_that_say_more_than_one_target_are_not_reduced_to_it(text_encode
     targets = PHANTOM + [("lymph node", ["lymph node", "enlarged lymph nodes"])]
     (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
     assert found.target is None and found.method == "nearest embedding"
+
+
+def test_the_structure_a_prompt_asks_for_and_nothing_more(text_encoder):
+    """What the side guard may cut: a matched target, or an unmatched prompt's nearest target when the prompt
+    names nothing that only other targets name."""
+    targets = PHANTOM + [("lymph node", ["lymph node", "enlarged lymph nodes"])]
+    matcher = _matcher(targets, text_encoder, "CT")
+    texts = ["the kidney on the left side", "left kidney and spleen", "lymph node near the left kidney",
+             "left kidney and right kidney"]
+    found = {t: matcher.structure_of(m) for t, m in zip(texts, matcher.match(texts, text_encoder.encode(texts)))}
+    assert found["the kidney on the left side"] == "left kidney"
+    assert found["left kidney and spleen"] is None and found["lymph node near the left kidney"] is None
+    assert found["left kidney and right kidney"] is None
+    # an unmatched prompt answered with its own embedding: its nearest target when close and nothing else is named
+    near = PromptMatch("the left kidney thing", None, "nearest embedding", "left kidney", "left kidney", 0.7)
+    assert matcher.structure_of(near) == "left kidney"
+    assert matcher.structure_of(dataclasses.replace(near, cosine=0.5)) is None
+    assert matcher.structure_of(dataclasses.replace(near, text="the left kidney with the liver")) is None
 
 
 def test_far_prompts_are_reported_and_keep_their_own_embedding(text_encoder):
