@@ -1,6 +1,6 @@
 """The side guard's parts on arrays: the midline, the cut learnt from training extents, cutting a prompt's
-probabilities at it (:mod:`nnunetv2_medals.laterality`). The real-CT midline is checked in tests/datasets/test_totalseg_ct.py,
-the guard inside prediction in tests/inference/test_side_guard.py."""
+probabilities at it (:mod:`nnunetv2_medals.laterality`). The real-CT midline is checked in
+tests/datasets/test_totalseg_ct.py, the guard inside prediction in tests/inference/test_side_guard.py."""
 from types import SimpleNamespace
 
 import numpy as np
