@@ -227,8 +227,9 @@ def guard_case(probs: torch.Tensor, properties: dict, texts: Sequence[str], targ
     (``targets[n]``: ``VocabularyMatcher.structure_of``, else None) has that side and an extent in ``recorded``
     (the checkpoint's ``target_side_mm``, :func:`side_rule`). ``properties`` are nnU-Net's preprocessing
     properties of the case with ``properties[MIDLINE_KEY]`` (the canonical image's midline); the canonical
-    left-right axis is the grid's axis ``transpose_forward.index(2)``. Returns, per prompt, what its summary gets: ``side_guard`` with the
-    network-grid voxels of probability >= 0.5 removed, or why the guard was off for the case."""
+    left-right axis is the grid's axis ``transpose_forward.index(2)``. Returns, per prompt, what its summary
+    gets: ``side_guard`` with the network-grid voxels of probability >= 0.5 removed, or why the guard was off for
+    the case."""
     midline = Midline.from_json(properties.get(MIDLINE_KEY))
     rules = []
     for text, target in zip(texts, targets):
