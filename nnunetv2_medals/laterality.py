@@ -15,9 +15,9 @@ middle is, and how far across it a structure can reach. So:
    crops of them that keep one side by 45-51 %.
    A midline that fails either test (or a correlation < :data:`MIN_SYMMETRY`) switches the guard off for the case.
    Not caught: a field of view filled by one side's anatomy only, edge to edge.
-2. :func:`target_side_offsets_mm` records at training time, for every target whose name names one side, its
-   left-right extent relative to the training image's midline: [leftmost, rightmost] voxel (mm, + = the patient's
-   right) over the training cases. The checkpoint carries it (``ModelVocabulary.target_side_mm``).
+2. :func:`side_extents_mm` / :func:`widest_side_extents` record at training time, for every target whose name
+   names one side, its left-right extent relative to the training image's midline: [leftmost, rightmost] voxel
+   (mm, + = the patient's right) over the training cases. The checkpoint carries it (``ModelVocabulary.target_side_mm``).
 3. :func:`side_rule`: the cut of a sided target. Voxels further across the midline (towards the side its name does
    not say) than the target ever reached in training, and at least :data:`MARGIN_MM` across, are not it. A
    structure that lies entirely on its side in training is cut at MARGIN_MM across the midline; one that reached
@@ -34,7 +34,7 @@ is cut as the right autochthon, "left kidney and liver" is not cut at all); ``Me
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -136,38 +136,41 @@ def find_midline(volume: np.ndarray, spacing: Sequence[float], lr_axis: int = -1
     return Midline(centre * steps[lr_axis], float(score[best]), float(imbalance))
 
 
-def target_side_offsets_mm(dataset, identifiers: Sequence[str], targets, lr_axis: int, spacing: Sequence[float],
-                           max_cases: int = 50, seed: int = 0) -> dict[str, list[float]]:
-    """[leftmost, rightmost] voxel of each sided target relative to its case's midline (mm, + = the patient's
-    right), over the training cases: how far across the midline the target reaches (:func:`side_rule`).
+def side_extents_mm(image: np.ndarray, seg: np.ndarray, targets, lr_axis: int,
+                    spacing: Sequence[float]) -> dict[str, tuple[float, float]]:
+    """(leftmost, rightmost) voxel of each sided target in one training case, relative to the case's midline (mm,
+    + = the patient's right): how far across the midline the target reaches (:func:`side_rule`).
 
-    ``dataset`` is nnU-Net's preprocessed dataset (``load_case`` gives image and seg at ``spacing``, network axis
-    order), ``lr_axis`` the network axis that is the canonical left-right one. Targets whose name names one side
-    (``split_side``) count, instance targets do not; cases whose midline is not trusted are skipped. At most
-    ``max_cases`` cases (a random subset) are read."""
+    ``image`` (*S) and ``seg`` (*S) are a preprocessed case at ``spacing`` (network axis order, nnU-Net's -1
+    outside the nonzero region allowed), ``lr_axis`` the network axis that is the canonical left-right one.
+    Targets whose name names one side (``split_side``) count, instance targets do not; a case whose midline is not
+    trusted gives nothing."""
     sided = [t for t in targets if not t.instance and split_side(t.name)[0] is not None]
     if not sided:
         return {}
-    identifiers = list(identifiers)
-    if len(identifiers) > max_cases:
-        identifiers = list(np.random.default_rng(seed).choice(identifiers, max_cases, replace=False))
+    midline = find_midline(image, spacing, lr_axis)
+    if not midline.trusted:
+        return {}
     n_labels = max(v for t in sided for v in t.label_values) + 1
-    extents: dict[str, list[float]] = {t.name: [] for t in sided}
-    for identifier in identifiers:
-        data, seg = dataset.load_case(identifier)[:2]
-        midline = find_midline(np.asarray(data[0]), spacing, lr_axis)
-        if not midline.trusted:
-            continue
-        seg = np.moveaxis(np.asarray(seg[0]), lr_axis, 0)
-        # which labels each left-right position holds: one bincount per slice, one pass over the case
-        # (nnU-Net marks voxels outside the image's nonzero region -1)
-        holds = np.stack([np.bincount(np.clip(sl, 0, None).ravel(), minlength=n_labels)[:n_labels] > 0
-                          for sl in seg])
-        for t in sided:
-            present = np.flatnonzero(holds[:, list(t.label_values)].any(1))
-            if present.size:
-                extents[t.name] += [(i - midline.index) * float(spacing[lr_axis]) for i in (present[0], present[-1])]
-    return {name: [round(float(min(v)), 2), round(float(max(v)), 2)] for name, v in extents.items() if v}
+    # which labels each left-right position holds: one bincount per slice, one pass over the case
+    holds = np.stack([np.bincount(np.clip(sl, 0, None).ravel(), minlength=n_labels)[:n_labels] > 0
+                      for sl in np.moveaxis(seg, lr_axis, 0)])
+    extents = {}
+    for t in sided:
+        present = np.flatnonzero(holds[:, list(t.label_values)].any(1))
+        if present.size:
+            extents[t.name] = tuple((i - midline.index) * float(spacing[lr_axis]) for i in (present[0], present[-1]))
+    return extents
+
+
+def widest_side_extents(cases: Iterable[Mapping[str, Sequence[float]]]) -> dict[str, list[float]]:
+    """[leftmost, rightmost] of each sided target over the training cases' :func:`side_extents_mm`: the
+    checkpoint's record (``ModelVocabulary.target_side_mm``)."""
+    found: dict[str, list[float]] = {}
+    for case in cases:
+        for name, ends in case.items():
+            found.setdefault(name, []).extend(ends)
+    return {name: [round(float(min(v)), 2), round(float(max(v)), 2)] for name, v in found.items()}
 
 
 @dataclass(frozen=True)

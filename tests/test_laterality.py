@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from nnunetv2_medals.laterality import (MIDLINE_KEY, Midline, SideRule, find_midline, guard_case, guard_sides,
-                                        side_rule, target_side_offsets_mm)
+                                        side_extents_mm, side_rule, widest_side_extents)
 
 
 def torso(shape=(20, 60, 120), centre_x=70.0, rng=None):
@@ -124,17 +124,17 @@ def test_the_grid_midline_uses_voxel_centres():
 
 
 def test_training_offsets_are_measured_from_each_cases_midline():
-    cases = {}
-    for name, centre in (("a", 50.0), ("b", 70.0)):
-        image = torso(centre_x=centre)
-        seg = np.zeros(image.shape, np.int16)
-        seg[5:15, 30:40, int(centre) - 24:int(centre) - 16] = 1      # left: 20 mm (x 2 mm) left of the midline
-        seg[5:15, 30:40, int(centre) + 16:int(centre) + 24] = 2
-        cases[name] = (image[None], seg[None])
-    dataset = SimpleNamespace(load_case=lambda k: cases[k])
     targets = [SimpleNamespace(name=n, label_values=v, instance=False)
                for n, v in (("left kidney", [1]), ("right kidney", [2]), ("both kidneys", [1, 2]))]
-    found = target_side_offsets_mm(dataset, ["a", "b"], targets, lr_axis=2, spacing=(2.0, 2.0, 2.0))
+    cases = []
+    for centre in (50.0, 70.0):
+        image = torso(centre_x=centre)
+        seg = np.full(image.shape, -1, np.int16)                      # nnU-Net's "outside the nonzero region"
+        seg[:, 5:55] = 0
+        seg[5:15, 30:40, int(centre) - 24:int(centre) - 16] = 1      # left: 20 mm (x 2 mm) left of the midline
+        seg[5:15, 30:40, int(centre) + 16:int(centre) + 24] = 2
+        cases.append(side_extents_mm(image, seg, targets, lr_axis=2, spacing=(2.0, 2.0, 2.0)))
+    found = widest_side_extents(cases)
     assert set(found) == {"left kidney", "right kidney"}
     # voxels 24..17 left of the midline at 2 mm, either case: [-48, -34] mm (the midline is found within 1 voxel)
     assert -50 <= found["left kidney"][0] <= -46 and -36 <= found["left kidney"][1] <= -32

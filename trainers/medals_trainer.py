@@ -24,13 +24,14 @@ from torch._dynamo import OptimizedModule
 
 from nnunetv2_medals.datasets.text_prompted import parse_text_prompted_dataset
 from nnunetv2_medals.geometry import is_canonical
-from nnunetv2_medals.laterality import target_side_offsets_mm
+from nnunetv2_medals.laterality import side_extents_mm, widest_side_extents
 from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
 from nnunetv2_medals.paths import ANNOTATED_LABELS_FILE, PLANS_KEY
 from nnunetv2_medals.text_prompts.side_wordings import OPT_OUT_KEY as SIDE_WORDINGS_KEY
 from nnunetv2_medals.text_prompts.side_wordings import with_side_wordings
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
-from nnunetv2_medals.training.dynamic_zoom import target_extents_mm, zoom_to_smallest_target
+from nnunetv2_medals.training.dynamic_zoom import (box_sizes_mm, case_subset, median_extents_mm,
+                                                   zoom_to_smallest_target)
 from nnunetv2_medals.training.lr_schedule import CosineLRScheduler
 from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement
 from nnunetv2_medals.training.prompt_sampling import TargetLookup, case_annotation_mask
@@ -119,15 +120,7 @@ class MedalSTrainer(nnUNetTrainer):
         self.vocabulary = ModelVocabulary.embed_targets(
             self.text_dataset.targets, self.text_dataset.modality, self.plans_manager.plans[PLANS_KEY]["text_encoder"],
             f"{self.plans_manager.plans_name}.json")
-        identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
-        dataset = self.dataset_class(self.preprocessed_dataset_folder, identifiers)
-        self.vocabulary.target_extent_mm = target_extents_mm(dataset, identifiers, self.text_dataset.targets,
-                                                             self.configuration_manager.spacing)
-        if is_canonical(reader):
-            # where each sided target lies relative to the body's midline: the side guard of prediction
-            self.vocabulary.target_side_mm = target_side_offsets_mm(
-                dataset, identifiers, self.text_dataset.targets, self.plans_manager.transpose_forward.index(2),
-                self.configuration_manager.spacing)
+        self._measure_targets(is_canonical(reader))
         self.phrasing_embeddings = torch.from_numpy(self.vocabulary.phrasing_embeddings).to(self.device)
         net = self._plain_network()
         net.set_class_embeddings(torch.from_numpy(self.vocabulary.class_embeddings).to(self.device))
@@ -137,6 +130,25 @@ class MedalSTrainer(nnUNetTrainer):
         self.print_to_log_file(f"text prompts: {len(self.vocabulary.phrasings)} phrasings of "
                                f"{len(self.text_dataset.targets)} targets, "
                                f"encoder {self.vocabulary.text_encoder['id']}")
+
+    def _measure_targets(self, canonical: bool) -> None:
+        """One read of the training cases (at most 50): each target's median extent (dynamic resampling) and, with
+        canonical plans, each sided target's left-right extent from the body's midline (the side guard)."""
+        identifiers = self.dataset_class.get_identifiers(self.preprocessed_dataset_folder)
+        dataset = self.dataset_class(self.preprocessed_dataset_folder, identifiers)
+        targets, spacing = self.text_dataset.targets, self.configuration_manager.spacing
+        sizes: dict[str, list] = {}
+        sides = []
+        for identifier in case_subset(identifiers):
+            data, seg = dataset.load_case(identifier)[:2]
+            seg = np.asarray(seg[0])
+            for name, found in box_sizes_mm(seg, targets, spacing).items():
+                sizes.setdefault(name, []).extend(found)
+            if canonical:
+                sides.append(side_extents_mm(np.asarray(data[0]), seg, targets,
+                                             self.plans_manager.transpose_forward.index(2), spacing))
+        self.vocabulary.target_extent_mm = median_extents_mm(sizes)
+        self.vocabulary.target_side_mm = widest_side_extents(sides)
 
     def configure_optimizers(self):
         # fused AdamW on CPU and CUDA (one kernel for all parameters): the per-parameter loop's update up to float

@@ -2,7 +2,7 @@
 target."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import cc3d
 import numpy as np
@@ -13,32 +13,37 @@ from scipy import ndimage
 from nnunetv2_medals.resampling import dynamic_spacing
 
 
-def target_extents_mm(dataset, identifiers: Sequence[str], targets, spacing: Sequence[float],
-                      max_cases: int = 50, seed: int = 0) -> dict[str, list[float]]:
-    """Median bounding-box extent (mm, per network axis) of every target over the training cases: what dynamic
-    resampling (paper §2.5) needs to know about "the size of the structure a prompt asks for".
-
-    ``dataset`` is nnU-Net's preprocessed dataset (``load_case`` gives the seg at ``spacing``); regions use their
-    union, instance targets the extent of single instances (one lymph node, not the spread of all of them). At most
-    ``max_cases`` cases (a random subset) are read.
-    """
+def case_subset(identifiers: Sequence[str], max_cases: int = 50, seed: int = 0) -> list[str]:
+    """The training cases the trainer measures its targets on: all, or a fixed random ``max_cases`` of them."""
     identifiers = list(identifiers)
     if len(identifiers) > max_cases:
         identifiers = list(np.random.default_rng(seed).choice(identifiers, max_cases, replace=False))
-    sizes: dict[str, list[np.ndarray]] = {t.name: [] for t in targets}
+    return identifiers
+
+
+def box_sizes_mm(seg: np.ndarray, targets, spacing: Sequence[float]) -> dict[str, list[np.ndarray]]:
+    """Bounding-box sizes (mm, per network axis) of every target present in one case's label map ``seg`` (*S, at
+    ``spacing``): regions use their union, instance targets one box per instance (one lymph node, not the spread
+    of all of them)."""
     spacing = np.asarray(spacing, float)
-    for identifier in identifiers:
-        seg = np.asarray(dataset.load_case(identifier)[1][0])
-        for t in targets:
-            mask = np.isin(seg, t.label_values)
-            if not mask.any():
-                continue
-            if t.instance:
-                components = cc3d.connected_components(mask.astype(np.uint8), connectivity=6)
-                boxes = [b for b in ndimage.find_objects(components) if b is not None]
-            else:
-                boxes = ndimage.find_objects(mask.astype(np.uint8))
-            sizes[t.name] += [np.array([s.stop - s.start for s in b]) * spacing for b in boxes]
+    sizes: dict[str, list[np.ndarray]] = {}
+    for t in targets:
+        mask = np.isin(seg, t.label_values)
+        if not mask.any():
+            continue
+        if t.instance:
+            components = cc3d.connected_components(mask.astype(np.uint8), connectivity=6)
+            boxes = [b for b in ndimage.find_objects(components) if b is not None]
+        else:
+            boxes = ndimage.find_objects(mask.astype(np.uint8))
+        sizes[t.name] = [np.array([s.stop - s.start for s in b]) * spacing for b in boxes]
+    return sizes
+
+
+def median_extents_mm(sizes: Mapping[str, Sequence[np.ndarray]]) -> dict[str, list[float]]:
+    """Median bounding-box extent (mm, per network axis) of every target over the training cases'
+    :func:`box_sizes_mm`: what dynamic resampling (paper §2.5) needs to know about "the size of the structure a
+    prompt asks for"."""
     return {name: [round(float(v), 2) for v in np.median(np.stack(found), 0)]
             for name, found in sizes.items() if found}
 
