@@ -315,7 +315,7 @@ MedalSTrainer_100epochs = _variant("MedalSTrainer_100epochs", "MedalSTrainer for
 MedalSTrainer_250epochs = _variant("MedalSTrainer_250epochs", "MedalSTrainer for 250 epochs.", num_epochs=250)
 MedalSTrainer_500epochs = _variant("MedalSTrainer_500epochs", "MedalSTrainer for 500 epochs.", num_epochs=500)
 MedalSTrainer_CPUCT = _variant(
-    "MedalSTrainer_CPUCT", "2500 iterations at lr 1e-3, 32 prompts/sample: the real-CT job (ct-example, 3 mm) "
+    "MedalSTrainer_CPUCT", "2500 iterations at lr 1e-3, 32 prompts/sample: the real-CT job (ct-example, 3 x 6 x 6 mm) "
                            "with the CPU preset (a checkpoint every 10 epochs; 500 iterations left the validation "
                            "pseudo-Dice still rising).",
     num_epochs=100, num_iterations_per_epoch=25, num_val_iterations_per_epoch=4, initial_lr=1e-3, max_queries=32,
