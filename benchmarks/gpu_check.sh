@@ -19,6 +19,8 @@
 #   4. predict_prompts.py: the same CT's sliding window, parallel vs sequential prompting at N = 1, 8, 24
 #   5. train_step.py --real --compile: torch.compile on (if time is left)
 # Each step has its own time limit, logs to the output folder, and a failing step does not stop the others.
+# GPU_CHECK_MODEL=.gpu_bench/demo_model: steps 3-4 with the trained demo model (CPU preset) instead; GPU_CHECK_STEPS
+# picks steps; GPU_CHECK_COMPILE_LIMIT (s) bounds step 5.
 # Output: $GPU_CHECK_OUT (default benchmarks/results/gpu, on the device machine $OUT): the steps' JSON + gpu_check.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -43,6 +45,11 @@ if [ "${1:-}" = "prepare" ]; then
   cp "$TMP/Dataset501_MedalSPhantom/MedalSPlansGPUBench.json" "$BENCH/plans_real.json"
   cp "$MODEL/plans.json" "$BENCH/plans_cpu.json"
   python benchmarks/untrained_model.py --like "$MODEL" --save_like "$BENCH/like.pt"
+  # the demo model itself, without its optimizer state (for GPU_CHECK_MODEL=.gpu_bench/demo_model)
+  rm -rf "$BENCH/demo_model" && mkdir -p "$BENCH/demo_model/fold_0" && cp "$MODEL"/*.json "$BENCH/demo_model/"
+  python -c "import sys, torch; c = torch.load(sys.argv[1], map_location='cpu', weights_only=False); \
+c['optimizer_state'] = None; torch.save(c, sys.argv[2])" "$MODEL/fold_0/checkpoint_final.pth" \
+    "$BENCH/demo_model/fold_0/checkpoint_final.pth"
   # the dependencies a bare PyTorch image lacks (pure-Python ones as wheels, compiled ones for
   # CPython 3.12 manylinux x86-64), unpacked into one folder and packed with xz to fit a 64 MiB transfer
   rm -rf "$TMP/whl" "$TMP/site" && mkdir -p "$TMP/whl" "$TMP/site"
@@ -95,6 +102,9 @@ else
 fi
 MODEL="$WORK/model"
 python3 benchmarks/untrained_model.py --plans "$PLANS" --like "$BENCH/like.pt" -o "$MODEL" || exit 1
+# GPU_CHECK_MODEL=DIR: steps 3-4 predict with this trained model folder instead of the untrained real-size one (the
+# export's cost depends on what the network outputs; untrained noise covers every prompt's whole image)
+[ -n "${GPU_CHECK_MODEL:-}" ] && MODEL="$(cd "$GPU_CHECK_MODEL" && pwd)" && echo "steps 3-4 predict with $MODEL"
 
 STEPS="${GPU_CHECK_STEPS:-train_step network_forward large_volume predict_prompts train_step_compiled}"
 step() {  # step NAME LIMIT_S CMD…: run one benchmark with a time limit; report, never abort the whole check
@@ -125,7 +135,7 @@ fi
 step predict_prompts 180 python3 predict_prompts.py -m "$MODEL" -i "$WORK/large_0000.nii.gz" --device "$DEVICE" \
   --ns $NS --repeats 1 --out "$OUTDIR/predict_prompts.json"
 if [ -z "${GPU_CHECK_TINY:-}" ] && [ $((SECONDS - START)) -lt 240 ]; then
-  step train_step_compiled 150 python3 train_step.py $REAL --quick --compile --device "$DEVICE" \
+  step train_step_compiled "${GPU_CHECK_COMPILE_LIMIT:-150}" python3 train_step.py $REAL --quick --compile --device "$DEVICE" \
     --out "$OUTDIR/train_step_compiled.json"
 fi
 echo "== done in $((SECONDS - START))s; results in $OUTDIR"
