@@ -8,11 +8,12 @@ The maps are built from a BiomedSegFM-style prompt file (``{"<dataset>": {"<id>"
   of CT_Abdomen1K), and each class gets an id, stable per modality (1-based, in name order);
 * **variant map** per modality: every normalised phrasing -> its canonical class.
 
-A sentence is normalised the same way (case, punctuation, plurals, organ adjectives such as "renal" -> "kidney",
-lesion words such as "tumour", "lesions", "carcinoma" -> one lesion token) and the **longest** variant it contains
-wins, subject to two rules: **laterality** (a sentence that says "left" never maps to a class without that side or
-with the other side; "left lung" is found from the class "lung" when the map has it) and **lesion suffixes** (a
-sentence about a lesion maps to a lesion class, e.g. "hepatic lesion" -> "liver tumors", not to the organ).
+A sentence is normalised the same way (case, punctuation, plurals, ordinals such as "eleventh"/"11th" -> 11, organ
+adjectives such as "renal" -> "kidney", lesion words such as "tumour", "lesions", "carcinoma" -> one lesion token)
+and the **longest** variant it contains wins, subject to two rules: **laterality** (a sentence that says "left"
+never maps to a class without that side or with the other side; "left lung" is found from the class "lung" when the
+map has it) and **lesion suffixes** (a sentence about a lesion maps to a lesion class, e.g. "hepatic lesion" ->
+"liver tumors", not to the organ).
 Nothing matched (or only classes ruled out by those rules) gives ``None``: a caller falls back to its generic rule.
 """
 from __future__ import annotations
@@ -51,6 +52,11 @@ _ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen",
 # (single letters are not sides: "R/O", "L-spine", "L1")
 _SIDE_SYNONYMS = {"dexter": "right", "dextra": "right", "dextrum": "right", "dextral": "right", "rt": "right",
                   "sinister": "left", "sinistra": "left", "sinistrum": "left", "sinistral": "left", "lt": "left"}
+# ordinals -> the number ("eleventh rib", "11th rib" and "rib 11" name one rib; "first lumbar vertebra" -> "1 ...")
+_ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+                  "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth",
+                  "eighteenth", "nineteenth", "twentieth")
+_ORDINALS = {w: str(i) for i, w in enumerate(_ORDINAL_WORDS, start=1)}
 _IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
               "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus"}
 _NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")
@@ -74,12 +80,15 @@ def _singular(word: str) -> str:
 
 
 def normalise(text: str) -> str:
-    """Lower-case, drop punctuation and possessives, singularise, map organ adjectives, side synonyms
-    ("dexter" -> right, "lt" -> left) and lesion words."""
+    """Lower-case, drop punctuation and possessives, write ordinals as numbers ("eleventh", "11th" -> 11; "T-12"
+    -> t12), singularise, map organ adjectives, side synonyms ("dexter" -> right, "lt" -> left) and lesion words."""
     text = text.lower().replace("'s", " ").replace("’s", " ")
+    text = re.sub(r"\b([ctls])[\s-](\d{1,2})\b", r"\1\2", text)   # vertebra names: "T-12", "L 1" -> t12, l1
     words = re.sub(r"[^a-z0-9]+", " ", text).split()
     out = []
     for w in words:
+        w = re.sub(r"^(\d+)(?:st|nd|rd|th)$", r"\1", w)              # "11th" -> 11
+        w = _ORDINALS.get(w, w)
         w = _singular(w)
         w = _ORGAN_ADJECTIVES.get(w, w)
         w = _SIDE_SYNONYMS.get(w, w)
@@ -194,15 +203,18 @@ class Canonicaliser:
         side = sentence_side(norm)
         lesion = re.search(rf"\b{LESION_TOKEN}\b", norm) is not None
         padded = f" {norm} "
-        candidates = [(len(v), m, name) for m in modalities for v, name in self._variants[m]
+        candidates = [(v, m, name) for m in modalities for v, name in self._variants[m]
                       if v != skip_variant and f" {v} " in padded]
         if side is not None:
             # laterality by regex: match with the side words removed ("the kidney on the left side" finds
             # "left kidney" through "kidney"); the rules below keep only classes of that side
             bare = f" {_strip_sides(norm)} "
-            candidates += [(len(v), m, name) for m in modalities for v, name in self._variants[m]
+            candidates += [(v, m, name) for m in modalities for v, name in self._variants[m]
                            if v != skip_variant and _strip_sides(v) and f" {_strip_sides(v)} " in bare]
-        candidates.sort(key=lambda c: -c[0])
+        # the longest variant wins, but one that carries more of the sentence's numbers first ("first lumbar
+        # vertebral body": "1 lumbar vertebra" before the region's "lumbar vertebra body")
+        numbers = {w for w in norm.split() if any(ch.isdigit() for ch in w)}
+        candidates.sort(key=lambda c: (-len(numbers & set(c[0].split())), -len(c[0])))
         for _, m, name in candidates:
             resolved = self._apply_rules(m, name, side, lesion)
             if resolved is not None:

@@ -8,7 +8,8 @@ rules apply (normalisation, longest variant, laterality, lesion words). For each
    trained class embedding (its first phrasing: what validation measured). "the left-sided kidney",
    "dexter kidney", "the tumour inside the liver" become "left kidney", "right kidney", "liver tumour". A prompt
    whose words (minus filler words) are part of exactly one target's name, side included, counts too: "the right
-   caudate" -> "right caudate nucleus".
+   caudate" -> "right caudate nucleus"; so does one whose words all occur in exactly one target's name and
+   phrasings ("left suprarenal" -> "left adrenal gland").
 2. **nearest embedding**: otherwise the prompt's own (raw) embedding is used, and the nearest trained phrasing
    (cosine) is reported. If the prompt names a side and that nearest phrasing belongs to the *other* side's
    target, the same-side counterpart's class embedding is used instead (``side corrected``): a prompt that says
@@ -192,11 +193,17 @@ class VocabularyMatcher:
 
     def _partial_name_target(self, text: str) -> int | None:
         """A prompt whose words (minus filler words) are part of exactly one target's name, side included:
-        "the right caudate" -> "right caudate nucleus". Ambiguous ("kidney" with two kidneys) -> None."""
+        "the right caudate" -> "right caudate nucleus"; failing that, part of the words of exactly one target's
+        name and trained phrasings: "left suprarenal" -> "left adrenal gland" (phrasing "left suprarenal gland").
+        Ambiguous ("kidney" with two kidneys, "left rib" with six left ribs) -> None."""
         words = set(normalise(text).split()) - _FILLER_WORDS
         if not words - {"left", "right"}:
             return None                                  # a side alone names no structure
         side = sentence_side(" ".join(words))
-        hits = [i for i, name in enumerate(self.names)
-                if words <= set(normalise(name).split()) and sentence_side(normalise(name)) == side]
-        return hits[0] if len(hits) == 1 else None
+        same_side = [i for i, name in enumerate(self.names) if sentence_side(normalise(name)) == side]
+        for vocabulary in ([set(normalise(self.names[i]).split()) for i in same_side],
+                           [self._target_words[i] for i in same_side]):
+            hits = [i for i, known in zip(same_side, vocabulary) if words <= known]
+            if hits:
+                return hits[0] if len(hits) == 1 else None
+        return None

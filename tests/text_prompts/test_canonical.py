@@ -80,3 +80,23 @@ def test_normalise():
     assert normalise("left renal lesions") == "left kidney tumor"
     assert normalise("Alzheimer's disease plaques") == "alzheimer disease plaque"
     assert normalise("Vertebrae L1") == "vertebra l1"
+    assert normalise("the 11th rib") == normalise("the eleventh rib") == "the 11 rib"
+    assert normalise("T-12 vertebra") == normalise("t12 vertebra") == "t12 vertebra"
+
+
+def test_numbered_structures_are_found_by_number_not_by_their_region():
+    """'11th rib on the left' is rib 11, not the region of all left ribs, however the number is written; a
+    variant that carries the sentence's number wins over a longer one that does not."""
+    ribs = {str(i): [f"left rib {n}", f"left {o} rib", f"{o} rib on the left"]
+            for i, (n, o) in enumerate([(10, "tenth"), (11, "eleventh"), (12, "twelfth")], start=1)}
+    ribs["4"] = ["left ribs", "ribs on the left"]
+    vertebrae = {"1": ["L1 vertebra", "first lumbar vertebra"], "2": ["L2 vertebra", "second lumbar vertebra"],
+                 "3": ["lumbar vertebrae", "lumbar vertebral bodies"]}
+    c = Canonicaliser({"CT_Ribs": ribs, "CT_Spine": vertebrae})
+    for prompt in ["11th rib on the left", "the left 11th rib", "rib 11 on the left side", "left eleventh rib"]:
+        assert c.canonicalise(prompt, "CT").name == "left rib 11", prompt
+    assert c.canonicalise("right 12th rib", "CT") is None            # no right rib: refused, never the left one
+    assert c.canonicalise("the ribs on the left", "CT").name == "left ribs"
+    assert c.canonicalise("first lumbar vertebral body", "CT").name == "l1 vertebra"
+    assert c.canonicalise("the 2nd lumbar vertebra", "CT").name == "l2 vertebra"
+    assert c.canonicalise("lumbar vertebral bodies", "CT").name == "lumbar vertebrae"

@@ -18,6 +18,10 @@ BRAIN = [("left hippocampus", ["left hippocampus", "hippocampus on the left"]),
          ("left lateral ventricle", ["left lateral ventricle"]), ("right lateral ventricle", ["right lateral ventricle"]),
          ("right caudate nucleus", ["right caudate nucleus"]), ("left caudate nucleus", ["left caudate nucleus"])]
 
+ADRENALS = [("left adrenal gland", ["left adrenal gland", "left suprarenal gland"]),
+            ("right adrenal gland", ["right adrenal gland", "right suprarenal gland"]),
+            ("left rib 11", ["left rib 11", "left eleventh rib"]), ("left rib 12", ["left rib 12", "left twelfth rib"])]
+
 
 def _matcher(targets, encoder, modality):
     phrasings = [p for _, ps in targets for p in ps]
@@ -34,6 +38,8 @@ def _matcher(targets, encoder, modality):
     (BRAIN, "MRI", "the hippocampus on the right side", "right hippocampus"),
     (BRAIN, "MRI", "right-sided lateral ventricle", "right lateral ventricle"),
     (BRAIN, "MRI", "the right caudate", "right caudate nucleus"),
+    (ADRENALS, "CT", "left suprarenal", "left adrenal gland"),       # words of one target's phrasings
+    (ADRENALS, "CT", "the suprarenal on the right", "right adrenal gland"),
 ])
 def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modality, prompt, expected):
     (found,) = _matcher(targets, text_encoder, modality).match([prompt], text_encoder.encode([prompt]))
@@ -100,3 +106,9 @@ def test_a_side_without_counterpart_is_refused():
     matcher = VocabularyMatcher(targets, ["right kidney", "spleen"], np.stack([_unit(1, 0), _unit(0, 1)]), "CT")
     with pytest.raises(MedalSInputError, match="no left counterpart"):
         matcher.match(["ren on the left"], _unit(1, 0.1)[None])
+
+
+@pytest.mark.parametrize("prompt", ["left rib", "suprarenal"])
+def test_words_of_several_targets_phrasings_match_none_of_them(text_encoder, prompt):
+    (found,) = _matcher(ADRENALS, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    assert found.target is None and found.method == "nearest embedding"
