@@ -27,7 +27,8 @@ def probabilities_to_label_map(probabilities: np.ndarray, labels: Sequence[int],
 
 
 def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, tau: float = 0.1,
-                              min_confidence: float = 0.86, size_ratio: float = 0.6) -> np.ndarray:
+                              min_confidence: float = 0.86, size_ratio: float = 0.6,
+                              components: tuple[np.ndarray, int] | None = None) -> np.ndarray:
     """Algorithm 3 (paper §2.9, lines 4-23) on one class: which 6-connected components of ``mask`` to keep.
 
     As the listing has it: T = the three largest components, p_i = mean probability of each, p_max = the best.
@@ -37,38 +38,51 @@ def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, tau: 
     "at least 0.6" as >= 0.6; the listing's |K| >= 2 and > 0.6 are what stop one small confident blob from replacing
     a large organ. "T[2]" (line 16) is read as the two largest, as the prose says. Size ties keep component order.
 
-    ``mask`` (*S) bool, ``probabilities`` (*S) float -> (*S) bool.
+    ``mask`` (*S) bool, ``probabilities`` (*S) float -> (*S) bool. ``components``: ``mask``'s 6-connected
+    components and their number (``cc3d.connected_components(mask, connectivity=6, return_N=True)``) when the caller
+    has them already.
     """
     mask = mask.astype(bool, copy=False)
-    boxes = ndimage.find_objects(mask.astype(np.uint8))
-    if not boxes:
-        return mask.copy()
-    box = boxes[0]  # all work happens inside the mask's bounding box (small structures in big images)
-    components, n = cc3d.connected_components(mask[box].astype(np.uint8), connectivity=6, return_N=True)
+    if components is not None:
+        box = (slice(None),) * mask.ndim
+        components, n = components
+    else:
+        boxes = ndimage.find_objects(mask.astype(np.uint8))
+        if not boxes:
+            return mask.copy()
+        box = boxes[0]  # all work happens inside the mask's bounding box (small structures in big images)
+        components, n = cc3d.connected_components(mask[box].astype(np.uint8), connectivity=6, return_N=True)
     if n <= 1:
         return mask.copy()
-    sizes = np.bincount(components.ravel(), minlength=n + 1)[1:]
+    sizes = np.bincount(components[mask[box]], minlength=n + 1)[1:]    # counted on the mask only: fast when sparse
     top = np.argsort(-sizes, kind="stable")[:3] + 1                     # T, largest first (component ids)
-    p = ndimage.mean(probabilities[box].astype(np.float32), components, top)
-    keep = top[(p.max() - p <= tau) & (p > min_confidence)]             # K
-    if keep.size < 2:
+    # p_i: the probabilities are read on T's voxels only (in raster order, summed in float64 as ndimage.mean does)
+    code_of = np.zeros(n + 1, np.uint8)
+    code_of[top] = np.arange(1, len(top) + 1)
+    code = code_of[components]                                          # 1..3 on T, 0 elsewhere
+    in_top = code > 0
+    sums = np.bincount(code[in_top], weights=probabilities[box][in_top].astype(np.float32), minlength=len(top) + 1)
+    p = sums[1:] / sizes[top - 1]
+    keep = (p.max() - p <= tau) & (p > min_confidence)                  # K, as a mask over T
+    if keep.sum() < 2:
         best = int(np.argmax(p))                                        # c_max, as an index into T
         largest = sizes[top[0] - 1]
-        keep = top[[best]] if best < 2 and sizes[top[best] - 1] / largest > size_ratio else top[:1]
+        keep = np.arange(len(top)) == (best if best < 2 and sizes[top[best] - 1] / largest > size_ratio else 0)
     out = np.zeros_like(mask)
-    out[box] = np.isin(components, keep)
+    out[box] = np.concatenate(([False], keep))[code]
     return out
 
 
 def number_instances(mask: np.ndarray, min_voxels: float = 10) -> np.ndarray:
     """Instance prompts: 6-connected components of ``mask`` with at least ``min_voxels`` voxels, numbered 1..K
     by size (largest first). Returns (*S) uint16 (uint32 beyond 65535 instances)."""
+    mask = mask.astype(bool, copy=False)
     boxes = ndimage.find_objects(mask.astype(np.uint8))
     if not boxes:
         return np.zeros(mask.shape, np.uint16)
     box = boxes[0]  # components are found inside the mask's bounding box (big images, few structures)
     components, n = cc3d.connected_components(mask[box].astype(np.uint8), connectivity=6, return_N=True)
-    sizes = np.bincount(components.ravel())[1:]
+    sizes = np.bincount(components[mask[box]], minlength=n + 1)[1:]
     order = np.argsort(-sizes, kind="stable")
     kept = order[sizes[order] >= min_voxels]
     remap = np.zeros(n + 1, np.uint32)

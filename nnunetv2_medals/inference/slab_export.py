@@ -238,9 +238,11 @@ def postprocess_in_boxes(label_map: np.ndarray, logits: torch.Tensor, tables, la
             numbered = number_instances(mask, min_instance_voxels)
             region[mask & (numbered == 0)] = 0
             instances[label] = (box, numbered)
-        elif not several and cc3d.connected_components(mask, connectivity=6, return_N=True)[1] > 1:
-            probabilities = torch.sigmoid(interpolate_box(logits[n], tables, box)).half().float().cpu().numpy()
-            region[mask & ~keep_confident_components(mask, probabilities)] = 0
+        elif not several:
+            components = cc3d.connected_components(mask, connectivity=6, return_N=True)
+            if components[1] > 1:
+                probabilities = torch.sigmoid(interpolate_box(logits[n], tables, box)).half().float().cpu().numpy()
+                region[mask & ~keep_confident_components(mask, probabilities, components=components)] = 0
     return instances
 
 
