@@ -104,7 +104,10 @@ MODEL="$WORK/model"
 python3 benchmarks/untrained_model.py --plans "$PLANS" --like "$BENCH/like.pt" -o "$MODEL" || exit 1
 # GPU_CHECK_MODEL=DIR: steps 3-4 predict with this trained model folder instead of the untrained real-size one (the
 # export's cost depends on what the network outputs; untrained noise covers every prompt's whole image)
-[ -n "${GPU_CHECK_MODEL:-}" ] && MODEL="$(cd "$GPU_CHECK_MODEL" && pwd)" && echo "steps 3-4 predict with $MODEL"
+if [ -n "${GPU_CHECK_MODEL:-}" ]; then
+  [ -d "$GPU_CHECK_MODEL/fold_0" ] || { echo "GPU_CHECK_MODEL=$GPU_CHECK_MODEL is not a model folder" >&2; exit 1; }
+  MODEL="$(cd "$GPU_CHECK_MODEL" && pwd)" && echo "steps 3-4 predict with $MODEL"
+fi
 
 STEPS="${GPU_CHECK_STEPS:-train_step network_forward large_volume predict_prompts train_step_compiled}"
 step() {  # step NAME LIMIT_S CMD…: run one benchmark with a time limit; report, never abort the whole check

@@ -39,8 +39,8 @@ def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, tau: 
     a large organ. "T[2]" (line 16) is read as the two largest, as the prose says. Size ties keep component order.
 
     ``mask`` (*S) bool, ``probabilities`` (*S) float -> (*S) bool. ``components``: ``mask``'s 6-connected
-    components and their number (``cc3d.connected_components(mask, connectivity=6, return_N=True)``) when the caller
-    has them already.
+    components and their number (``cc3d.connected_components(mask.astype(bool), connectivity=6, return_N=True)``)
+    when the caller has them already.
     """
     mask = mask.astype(bool, copy=False)
     if components is not None:

@@ -8,8 +8,8 @@ rules apply (normalisation, longest variant, laterality, lesion words). For each
    trained class embedding (its first phrasing: what validation measured). "the left-sided kidney",
    "dexter kidney", "the tumour inside the liver" become "left kidney", "right kidney", "liver tumour". A prompt
    whose words (minus filler words) are part of exactly one target's name, side included, counts too: "the right
-   caudate" -> "right caudate nucleus"; so does one whose words all occur in exactly one target's name and
-   phrasings ("left suprarenal" -> "left adrenal gland").
+   caudate" -> "right caudate nucleus"; so does one whose words are at least half of a trained phrasing of exactly
+   one target ("left suprarenal" -> "left adrenal gland" through "left suprarenal gland").
 2. **nearest embedding**: otherwise the prompt's own (raw) embedding is used, and the nearest trained phrasing
    (cosine) is reported. If the prompt names a side and that nearest phrasing belongs to the *other* side's
    target, the same-side counterpart's class embedding is used instead (``side corrected``): a prompt that says
@@ -92,6 +92,7 @@ class VocabularyMatcher:
         self.phrasings = list(phrasings)
         target_of = {p: i for i, (_, ps) in enumerate(targets) for p in ps}
         self._phrasing_target = [target_of.get(p, -1) for p in self.phrasings]
+        self._phrasing_words = [set(normalise(p).split()) - _FILLER_WORDS for p in self.phrasings]
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
         self._unit = np.asarray(embeddings, np.float32) / norms
         self._sides = [split_side(n) for n in self.names]
@@ -193,17 +194,21 @@ class VocabularyMatcher:
 
     def _partial_name_target(self, text: str) -> int | None:
         """A prompt whose words (minus filler words) are part of exactly one target's name, side included:
-        "the right caudate" -> "right caudate nucleus"; failing that, part of the words of exactly one target's
-        name and trained phrasings: "left suprarenal" -> "left adrenal gland" (phrasing "left suprarenal gland").
-        Ambiguous ("kidney" with two kidneys, "left rib" with six left ribs) -> None."""
+        "the right caudate" -> "right caudate nucleus"; failing that, at least half the words of a trained phrasing
+        of exactly one target, of the prompt's side: "left suprarenal" -> "left adrenal gland" (phrasing "left
+        suprarenal gland"). Ambiguous ("kidney" with two kidneys; "suprarenal" with a left and a right one; "12" with
+        rib 12 and the twelfth thoracic vertebra) or one generic word of a long description -> None."""
         words = set(normalise(text).split()) - _FILLER_WORDS
         if not words - {"left", "right"}:
             return None                                  # a side alone names no structure
         side = sentence_side(" ".join(words))
-        same_side = [i for i, name in enumerate(self.names) if sentence_side(normalise(name)) == side]
-        for vocabulary in ([set(normalise(self.names[i]).split()) for i in same_side],
-                           [self._target_words[i] for i in same_side]):
-            hits = [i for i, known in zip(same_side, vocabulary) if words <= known]
-            if hits:
-                return hits[0] if len(hits) == 1 else None
-        return None
+        hits = [i for i, name in enumerate(self.names)
+                if words <= set(normalise(name).split()) and sentence_side(normalise(name)) == side]
+        if hits:
+            return hits[0] if len(hits) == 1 else None
+        found = {target for target, known in zip(self._phrasing_target, self._phrasing_words)
+                 if target >= 0 and words <= known and 2 * len(words) >= len(known)}
+        if len(found) != 1:
+            return None                                  # ambiguity counts targets of every side
+        (target,) = found
+        return target if sentence_side(normalise(self.names[target])) == side else None

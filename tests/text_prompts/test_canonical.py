@@ -90,12 +90,15 @@ def test_numbered_structures_are_found_by_number_not_by_their_region():
     ribs = {str(i): [f"left rib {n}", f"left {o} rib", f"{o} rib on the left"]
             for i, (n, o) in enumerate([(10, "tenth"), (11, "eleventh"), (12, "twelfth")], start=1)}
     ribs["4"] = ["left ribs", "ribs on the left"]
+    ribs["5"] = ["right rib 12", "right twelfth rib"]
+    ribs["6"] = ["right ribs", "ribs on the right"]
     vertebrae = {"1": ["L1 vertebra", "first lumbar vertebra"], "2": ["L2 vertebra", "second lumbar vertebra"],
                  "3": ["lumbar vertebrae", "lumbar vertebral bodies"]}
     c = Canonicaliser({"CT_Ribs": ribs, "CT_Spine": vertebrae})
     for prompt in ["11th rib on the left", "the left 11th rib", "rib 11 on the left side", "left eleventh rib"]:
         assert c.canonicalise(prompt, "CT").name == "left rib 11", prompt
-    assert c.canonicalise("right 12th rib", "CT") is None            # no right rib: refused, never the left one
+    assert c.canonicalise("right 12th rib", "CT").name == "right rib 12"     # was: the region "right ribs"
+    assert c.canonicalise("right 11th rib", "CT").name == "right ribs"       # no right rib 11: the side's region
     assert c.canonicalise("the ribs on the left", "CT").name == "left ribs"
     assert c.canonicalise("first lumbar vertebral body", "CT").name == "l1 vertebra"
     assert c.canonicalise("the 2nd lumbar vertebra", "CT").name == "l2 vertebra"

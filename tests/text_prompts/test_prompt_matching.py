@@ -108,7 +108,11 @@ def test_a_side_without_counterpart_is_refused():
         matcher.match(["ren on the left"], _unit(1, 0.1)[None])
 
 
-@pytest.mark.parametrize("prompt", ["left rib", "suprarenal"])
+@pytest.mark.parametrize("prompt", ["left rib", "suprarenal", "suprarenal gland", "12", "twelfth", "organ"])
 def test_words_of_several_targets_phrasings_match_none_of_them(text_encoder, prompt):
-    (found,) = _matcher(ADRENALS, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    """Ambiguity counts the targets of every side ("suprarenal": left and right; "twelfth": rib 12 and T12), and one
+    generic word of a long description is not a match ("organ")."""
+    targets = ADRENALS + [("T12 vertebra", ["T12 vertebra", "twelfth thoracic vertebra"]),
+                          ("liver", ["liver", "organ in the right upper abdomen"])]
+    (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
     assert found.target is None and found.method == "nearest embedding"
