@@ -50,6 +50,8 @@ def main() -> None:
                                                                 "GPU between parts, so steps get a little slower)")
     parser.add_argument("--compile", action="store_true", help="torch.compile both networks (as nnU-Net does on "
                                                                 "CUDA with nnUNet_compile); compile time is left out")
+    parser.add_argument("--no_fusion_column", action="store_true",
+                        help="also time MedalSTrainer's step with the prompt-fusion conv left out (its cost)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
     args = parser.parse_args()
     device = args.device
@@ -76,7 +78,7 @@ def main() -> None:
                                                        {}, dice_class=MemoryEfficientSoftDiceLoss), weights)
 
     scaler = {k: torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
-              for k in ("nnUNetTrainer", "MedalSTrainer")}
+              for k in ("nnUNetTrainer", "MedalSTrainer", "MedalSTrainer, no fusion")}
 
     def update(trainer: str, loss, network, optimizer) -> None:
         """nnUNetTrainer.train_step's update: (scaled) backward, clipping at 12, step."""
@@ -106,7 +108,8 @@ def main() -> None:
     for _ in range(n_ds - 1):
         segs.append(segs[-1][:, :, ::2, ::2, ::2].contiguous())
 
-    split: dict[str, dict[str, list[float]]] = {"nnUNetTrainer": {}, "MedalSTrainer": {}}
+    split: dict[str, dict[str, list[float]]] = {"nnUNetTrainer": {}, "MedalSTrainer": {},
+                                                **({"MedalSTrainer, no fusion": {}} if args.no_fusion_column else {})}
     clock = {"t": 0.0}
 
     def mark(trainer: str, part: str | None) -> None:
@@ -120,21 +123,22 @@ def main() -> None:
             split[trainer].setdefault(part, []).append(now - clock["t"])
         clock["t"] = now
 
-    def medals_step():
-        mark("MedalSTrainer", None)
+    def medals_step(trainer: str = "MedalSTrainer", fuse: bool = True):
+        """``fuse=False``: the same step with the prompt-fusion conv left out in every step (what it costs)."""
+        mark(trainer, None)
         # MedalSTrainer.train_step's prompt work (every case annotates every target; the trainer's fusion-skip
         # share, so a tenth of the steps run without spatial prompts)
         prompts = build_prompted_batch(segs, np.ones((len(x), n_targets), dtype=bool), lookup, vocab, embeddings,
                                        args.max_queries, MedalSTrainer.p_skip_fusion,
                                        MedalSTrainer.prompt_misplacement, rng,
-                                       mark=lambda part: mark("MedalSTrainer", part))
+                                       mark=lambda part: mark(trainer, part))
         medals_opt.zero_grad(set_to_none=True)
         with torch.autocast("cuda", enabled=device.startswith("cuda")):
-            out = medals(x, prompts.text, prompts.spatial, prompts.valid, fuse_prompts=prompts.fuse)
-            mark("MedalSTrainer", "forward")
+            out = medals(x, prompts.text, prompts.spatial, prompts.valid, fuse_prompts=prompts.fuse and fuse)
+            mark(trainer, "forward")
             loss = medals_loss(out, prompts.targets, [prompts.valid] * len(prompts.targets))
-        mark("MedalSTrainer", "loss")
-        update("MedalSTrainer", loss, medals, medals_opt)
+        mark(trainer, "loss")
+        update(trainer, loss, medals, medals_opt)
 
     def plain_step():
         mark("nnUNetTrainer", None)
@@ -147,6 +151,8 @@ def main() -> None:
         update("nnUNetTrainer", loss, plain, plain_opt)
 
     steps = {"nnUNetTrainer": plain_step, "MedalSTrainer": medals_step}
+    if args.no_fusion_column:
+        steps["MedalSTrainer, no fusion"] = lambda: medals_step("MedalSTrainer, no fusion", fuse=False)
     times = {k: [] for k in steps}
     for fn in steps.values():
         fn()  # warm-up
@@ -159,11 +165,11 @@ def main() -> None:
     preset = "real" if args.real else "cpu"
     print(f"training step, preset={preset}, batch 2 × {tile}, device={device}, {torch.get_num_threads()} threads, "
           f"{args.max_queries} prompts/sample{', torch.compile' if args.compile else ''}")
-    print(f"{'trainer':<16} {'median s/step':>14}")
+    print(f"{'trainer':<24} {'median s/step':>14}")
     for k, v in med.items():
-        print(f"{k:<16} {v:>14.3f}")
+        print(f"{k:<24} {v:>14.3f}")
     if args.profile:
-        print(f"{'part of the step (median s)':<44} {'nnUNetTrainer':>14} {'MedalSTrainer':>14}")
+        print(f"{'part of the step (median s)':<44} " + " ".join(f"{t:>14}" for t in split))
         parts = list(dict.fromkeys([*split["MedalSTrainer"], *split["nnUNetTrainer"]]))
         for part in parts:
             cells = [statistics.median(split[t][part][1:]) if part in split[t] else None for t in split]
@@ -172,11 +178,15 @@ def main() -> None:
               "nnunet_s": round(med["nnUNetTrainer"], 4),
               "medals_s": round(med["MedalSTrainer"], 4),
               "ratio_medals_nnunet": round(med["MedalSTrainer"] / med["nnUNetTrainer"], 3)}
+    if args.no_fusion_column:
+        result["medals_no_fusion_s"] = round(med["MedalSTrainer, no fusion"], 4)
+        result["ratio_medals_no_fusion_nnunet"] = round(med["MedalSTrainer, no fusion"] / med["nnUNetTrainer"], 3)
     if args.profile:
         for trainer, parts in split.items():
             for part, values in parts.items():
                 key = re.sub(r"\W+", "_", part.split(" (")[0]).strip("_")
-                result[f"{trainer}_{key}_s"] = round(statistics.median(values[1:]), 4)
+                name = re.sub(r"\W+", "_", trainer).strip("_")
+                result[f"{name}_{key}_s"] = round(statistics.median(values[1:]), 4)
     if device.startswith("cuda"):
         result["peak_gpu_mem_gb"] = round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
     report(result, args.out)
