@@ -128,6 +128,8 @@ def test_instances_are_numbered_by_size_and_small_ones_dropped():
     numbered = number_instances(mask, min_voxels=10)
     assert numbered[10, 10, 10] == 1 and numbered[0, 0, 0] == 2 and numbered[0, 15, 15] == 0
     assert numbered.max() == 2
+    # a 0/1 mask of another dtype (as read from a file) numbers the same
+    assert np.array_equal(number_instances(mask.astype(np.uint8), min_voxels=10), numbered)
 
 
 def test_postprocess_label_map_applies_both_rules():
