@@ -140,7 +140,7 @@ step predict_prompts 180 python3 predict_prompts.py -m "$MODEL" -i "$WORK/large_
 if [ -z "${GPU_CHECK_TINY:-}" ] && [ $((SECONDS - START)) -lt 240 ]; then
   step train_step_compiled "${GPU_CHECK_COMPILE_LIMIT:-150}" python3 train_step.py $REAL --quick --compile --device "$DEVICE" \
     --out "$OUTDIR/train_step_compiled.json"
-elif [ -z "${GPU_CHECK_TINY:-}" ]; then
+elif [ -z "${GPU_CHECK_TINY:-}" ] && [[ " $STEPS " == *" train_step_compiled "* ]]; then
   echo "== train_step_compiled: skipped ($((SECONDS - START))s so far; it starts only before 240s)"
 fi
 echo "== done in $((SECONDS - START))s; results in $OUTDIR"

@@ -3,6 +3,7 @@
     python benchmarks/train_step.py            # CPU preset backbone, 2 × 32×48×48 (the phantom's CPU plans)
     python benchmarks/train_step.py --quick    # fewer repeats, under a minute
     python benchmarks/train_step.py --real     # real-size preset (ResEnc-M + reference query decoder), 128³
+    python benchmarks/train_step.py --no_fusion_column   # + MedalSTrainer's step with the fusion conv off throughout
 
 Both sides run forward + backward + AdamW/SGD step on the same random batch (data loading and augmentation are
 nnU-Net's in both trainers and are left out). The Medal S side runs its train_step's own prompt work
@@ -11,7 +12,10 @@ deep-supervision scale, misplaced masks + Algorithm 1, a tenth of the steps with
 per-query BCE + Dice and its optimiser (fused AdamW); the nnU-Net side SGD as nnUNetTrainer. On CUDA both use
 nnU-Net's grad scaler. Left out on the Medal S side: the training-time zoom (``dynamic_zoom_probability`` of the
 samples; off in the CPU demo) and the short-field-of-view cut (in the augmentation workers). Runs are interleaved;
-medians are reported. Prints a table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json``.
+medians are reported. ``--no_fusion_column`` adds the Medal S step with the prompt-fusion conv left out in every
+step (same network, optimiser and prompt work), so its
+difference is what the fusion conv costs (slightly under: the normal column skips it in a tenth of the steps).
+Prints a table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json``.
 """
 from __future__ import annotations
 
