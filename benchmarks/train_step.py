@@ -13,8 +13,8 @@ per-query BCE + Dice and its optimiser (fused AdamW); the nnU-Net side SGD as nn
 nnU-Net's grad scaler. Left out on the Medal S side: the training-time zoom (``dynamic_zoom_probability`` of the
 samples; off in the CPU demo) and the short-field-of-view cut (in the augmentation workers). Runs are interleaved;
 medians are reported. ``--no_fusion_column`` adds the Medal S step with the prompt-fusion conv left out in every
-step (same network, optimiser and prompt work), so its
-difference is what the fusion conv costs (slightly under: the normal column skips it in a tenth of the steps).
+step (same network, optimiser and prompt work), so its difference is what the fusion conv costs (slightly under:
+the normal column skips it in a tenth of the steps).
 Prints a table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json``.
 """
 from __future__ import annotations
