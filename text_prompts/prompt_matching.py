@@ -10,6 +10,8 @@ rules apply (normalisation, longest variant, laterality, lesion words). For each
    whose words (minus filler words) are part of exactly one target's name, side included, counts too: "the right
    caudate" -> "right caudate nucleus"; so does one whose words are at least half of a trained phrasing of exactly
    one target ("left suprarenal" -> "left adrenal gland" through "left suprarenal gland").
+   Report shorthand counts too: "L putamen" -> "left putamen" (a single l/r read as a side only when that gives a
+   canonical match to a target of that side).
 2. **nearest embedding**: otherwise the prompt's own (raw) embedding is used, and the nearest trained phrasing
    (cosine) is reported. If the prompt names a side and that nearest phrasing belongs to the *other* side's
    target, the same-side counterpart's class embedding is used instead (``side corrected``): a prompt that says
@@ -129,7 +131,9 @@ class VocabularyMatcher:
             if raw:
                 out.append(PromptMatch(text, None, "raw", warning=warning, **nearest))
                 continue
-            target = self._canonical_target(text, row)
+            target = self._letter_side_target(text, row)
+            if target is None:
+                target = self._canonical_target(text, row)
             if target is not None:
                 out.append(PromptMatch(text, self.names[target], "canonical", warning=warning, **nearest))
                 continue
@@ -151,6 +155,18 @@ class VocabularyMatcher:
                     continue
             out.append(PromptMatch(text, None, "nearest embedding", warning=warning, **nearest))
         return out
+
+    def _letter_side_target(self, text: str, cosines: np.ndarray) -> int | None:
+        """Report shorthand "L putamen", "R hippocampus": a single letter l/r (and no side word) is read as that side
+        when the prompt then matches a trained target of that side canonically. Single letters are no sides
+        elsewhere ("R/O", "L-spine"), and a target without a side is not reached this way."""
+        words = normalise(text).split()
+        letters = [w for w in words if w in ("l", "r")]
+        if len(letters) != 1 or sentence_side(" ".join(words)) is not None:
+            return None
+        side = "left" if letters[0] == "l" else "right"
+        target = self._canonical_target(" ".join(side if w == letters[0] else w for w in words), cosines)
+        return target if target is not None and self._sides[target][0] == side else None
 
     def _canonical_target(self, text: str, cosines: np.ndarray) -> int | None:
         """The canonical class's target, unless the prompt says more than that target: both sides for a target of

@@ -38,6 +38,9 @@ def _matcher(targets, encoder, modality):
     (BRAIN, "MRI", "the hippocampus on the right side", "right hippocampus"),
     (BRAIN, "MRI", "right-sided lateral ventricle", "right lateral ventricle"),
     (BRAIN, "MRI", "the right caudate", "right caudate nucleus"),
+    (BRAIN + [("both hippocampi", ["both hippocampi", "hippocampus"])], "MRI", "R hippocampus", "right hippocampus"),
+    (PHANTOM, "CT", "L kidney", "left kidney"),                      # report shorthand
+    (PHANTOM, "CT", "R/O liver lesion", "liver tumour"),             # "R/O" is no side
     (ADRENALS, "CT", "left suprarenal", "left adrenal gland"),       # words of one target's phrasings
     (ADRENALS, "CT", "the suprarenal on the right", "right adrenal gland"),
 ])
