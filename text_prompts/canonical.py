@@ -10,7 +10,8 @@ The maps are built from a BiomedSegFM-style prompt file (``{"<dataset>": {"<id>"
 
 A sentence is normalised the same way (case, punctuation, plurals, ordinals such as "eleventh"/"11th" -> 11, organ
 adjectives such as "renal" -> "kidney", lesion words such as "tumour", "lesions", "carcinoma" -> one lesion token)
-and the **longest** variant it contains wins, subject to two rules: **laterality** (a sentence that says "left"
+and the **longest** variant it contains wins (a two-word compound also matches written as one word, and the other
+way round: "brainstem" / "brain stem"), subject to two rules: **laterality** (a sentence that says "left"
 never maps to a class without that side or with the other side; "left lung" is found from the class "lung" when the
 map has it) and **lesion suffixes** (a sentence about a lesion maps to a lesion class, e.g. "hepatic lesion" ->
 "liver tumors", not to the organ).
@@ -203,8 +204,12 @@ class Canonicaliser:
         side = sentence_side(norm)
         lesion = re.search(rf"\b{LESION_TOKEN}\b", norm) is not None
         padded = f" {norm} "
+        # compounds written as one word or two ("brainstem" / "brain stem", "gall bladder" / "gallbladder")
+        words = norm.split()
+        joined = {a + b for a, b in zip(words, words[1:])} | set(words)
         candidates = [(v, m, name) for m in modalities for v, name in self._variants[m]
-                      if v != skip_variant and f" {v} " in padded]
+                      if v != skip_variant and (f" {v} " in padded or (v.count(" ") == 1 and v.replace(" ", "") in
+                                                                       joined) or (" " not in v and v in joined))]
         if side is not None:
             # laterality by regex: match with the side words removed ("the kidney on the left side" finds
             # "left kidney" through "kidney"); the rules below keep only classes of that side

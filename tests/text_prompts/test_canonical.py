@@ -103,3 +103,11 @@ def test_numbered_structures_are_found_by_number_not_by_their_region():
     assert c.canonicalise("first lumbar vertebral body", "CT").name == "l1 vertebra"
     assert c.canonicalise("the 2nd lumbar vertebra", "CT").name == "l2 vertebra"
     assert c.canonicalise("lumbar vertebral bodies", "CT").name == "lumbar vertebrae"
+
+
+def test_compounds_match_written_as_one_word_or_two():
+    c = Canonicaliser({"MR_Brain": {"1": ["brain stem", "the brain stem"], "2": ["left thalamus"]},
+                       "CT_Abdomen": {"1": ["gallbladder"], "2": ["liver"]}})
+    assert c.canonicalise("brainstem", "MRI").name == "brain stem"
+    assert c.canonicalise("the gall bladder", "CT").name == "gallbladder"
+    assert c.canonicalise("brain", "MRI") is None                   # a part of a compound is not the compound
