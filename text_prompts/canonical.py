@@ -36,7 +36,7 @@ LESION_TOKEN = "tumor"
 SIDES = ("left", "right")
 
 _LESION_WORDS = {"tumor", "tumour", "lesion", "cancer", "carcinoma", "neoplasm", "metastasis", "metastase",
-                 "malignancy", "mass"}
+                 "malignancy", "mass", "met"}  # "met": "mets", report shorthand for metastases
 # adjective -> the organ noun the class maps use; applied to sentences and variants alike
 _ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen", "pulmonary": "lung",
                      "cardiac": "heart", "gastric": "stomach", "pancreatic": "pancreas", "prostatic": "prostate",

@@ -41,6 +41,7 @@ def _matcher(targets, encoder, modality):
     (BRAIN + [("both hippocampi", ["both hippocampi", "hippocampus"])], "MRI", "R hippocampus", "right hippocampus"),
     (PHANTOM, "CT", "L kidney", "left kidney"),                      # report shorthand
     (PHANTOM, "CT", "R/O liver lesion", "liver tumour"),             # "R/O" is no side
+    (PHANTOM, "CT", "liver mets", "liver tumour"),                   # report shorthand for metastases
     (ADRENALS, "CT", "left suprarenal", "left adrenal gland"),       # words of one target's phrasings
     (ADRENALS, "CT", "the suprarenal on the right", "right adrenal gland"),
 ])
