@@ -44,6 +44,10 @@ from nnunetv2_medals.training.prompted_batch import build_prompted_batch
 from nnunetv2_medals.trainers.medals_trainer import MedalSTrainer, fused_adamw
 
 
+#: the --no_fusion_column trainer's name in the tables
+NO_FUSION = "MedalSTrainer, no fusion"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--real", action="store_true")
@@ -82,7 +86,7 @@ def main() -> None:
                                                        {}, dice_class=MemoryEfficientSoftDiceLoss), weights)
 
     scaler = {k: torch.amp.GradScaler("cuda") if device.startswith("cuda") else None
-              for k in ("nnUNetTrainer", "MedalSTrainer", "MedalSTrainer, no fusion")}
+              for k in ("nnUNetTrainer", "MedalSTrainer", NO_FUSION)}
 
     def update(trainer: str, loss, network, optimizer) -> None:
         """nnUNetTrainer.train_step's update: (scaled) backward, clipping at 12, step."""
@@ -113,7 +117,7 @@ def main() -> None:
         segs.append(segs[-1][:, :, ::2, ::2, ::2].contiguous())
 
     split: dict[str, dict[str, list[float]]] = {"nnUNetTrainer": {}, "MedalSTrainer": {},
-                                                **({"MedalSTrainer, no fusion": {}} if args.no_fusion_column else {})}
+                                                **({NO_FUSION: {}} if args.no_fusion_column else {})}
     clock = {"t": 0.0}
 
     def mark(trainer: str, part: str | None) -> None:
@@ -156,7 +160,7 @@ def main() -> None:
 
     steps = {"nnUNetTrainer": plain_step, "MedalSTrainer": medals_step}
     if args.no_fusion_column:
-        steps["MedalSTrainer, no fusion"] = lambda: medals_step("MedalSTrainer, no fusion", fuse=False)
+        steps[NO_FUSION] = lambda: medals_step(NO_FUSION, fuse=False)
     times = {k: [] for k in steps}
     for fn in steps.values():
         fn()  # warm-up
@@ -183,8 +187,8 @@ def main() -> None:
               "medals_s": round(med["MedalSTrainer"], 4),
               "ratio_medals_nnunet": round(med["MedalSTrainer"] / med["nnUNetTrainer"], 3)}
     if args.no_fusion_column:
-        result["medals_no_fusion_s"] = round(med["MedalSTrainer, no fusion"], 4)
-        result["ratio_medals_no_fusion_nnunet"] = round(med["MedalSTrainer, no fusion"] / med["nnUNetTrainer"], 3)
+        result["medals_no_fusion_s"] = round(med[NO_FUSION], 4)
+        result["ratio_medals_no_fusion_nnunet"] = round(med[NO_FUSION] / med["nnUNetTrainer"], 3)
     if args.profile:
         for trainer, parts in split.items():
             for part, values in parts.items():

@@ -206,10 +206,10 @@ class Canonicaliser:
         padded = f" {norm} "
         # compounds written as one word or two ("brainstem" / "brain stem", "gall bladder" / "gallbladder")
         words = norm.split()
-        joined = {a + b for a, b in zip(words, words[1:])} | set(words)
+        squashed = {a + b for a, b in zip(words, words[1:])} | set(words)
         candidates = [(v, m, name) for m in modalities for v, name in self._variants[m]
-                      if v != skip_variant and (f" {v} " in padded or (v.count(" ") == 1 and v.replace(" ", "") in
-                                                                       joined) or (" " not in v and v in joined))]
+                      if v != skip_variant and (f" {v} " in padded or
+                                                (v.count(" ") <= 1 and v.replace(" ", "") in squashed))]
         if side is not None:
             # laterality by regex: match with the side words removed ("the kidney on the left side" finds
             # "left kidney" through "kidney"); the rules below keep only classes of that side
@@ -218,7 +218,7 @@ class Canonicaliser:
                            if v != skip_variant and _strip_sides(v) and f" {_strip_sides(v)} " in bare]
         # the longest variant wins, but one that carries more of the sentence's numbers first ("first lumbar
         # vertebral body": "1 lumbar vertebra" before the region's "lumbar vertebra body")
-        numbers = {w for w in norm.split() if any(ch.isdigit() for ch in w)}
+        numbers = {w for w in words if any(ch.isdigit() for ch in w)}
         candidates.sort(key=lambda c: (-len(numbers & set(c[0].split())), -len(c[0])))
         for _, m, name in candidates:
             resolved = self._apply_rules(m, name, side, lesion)

@@ -98,6 +98,9 @@ class VocabularyMatcher:
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
         self._unit = np.asarray(embeddings, np.float32) / norms
         self._sides = [split_side(n) for n in self.names]
+        # each name's words and the side its words name (the partial-name rule compares prompts with them)
+        self._name_words = [set(normalise(n).split()) for n in self.names]
+        self._name_side = [sentence_side(normalise(n)) for n in self.names]
         # the words each target's name and phrasings use, and the words only other targets use
         self._target_words = [set(normalise(" ".join([name, *ps])).split()) for name, ps in targets]
         everything = set().union(*self._target_words) if self._target_words else set()
@@ -218,8 +221,8 @@ class VocabularyMatcher:
         if not words - {"left", "right"}:
             return None                                  # a side alone names no structure
         side = sentence_side(" ".join(words))
-        hits = [i for i, name in enumerate(self.names)
-                if words <= set(normalise(name).split()) and sentence_side(normalise(name)) == side]
+        hits = [i for i, (known, named) in enumerate(zip(self._name_words, self._name_side))
+                if words <= known and named == side]
         if hits:
             return hits[0] if len(hits) == 1 else None
         found = {target for target, known in zip(self._phrasing_target, self._phrasing_words)
@@ -227,4 +230,4 @@ class VocabularyMatcher:
         if len(found) != 1:
             return None                                  # ambiguity counts targets of every side
         (target,) = found
-        return target if sentence_side(normalise(self.names[target])) == side else None
+        return target if self._name_side[target] == side else None
