@@ -3,6 +3,8 @@
 * :func:`probabilities_to_label_map` — argmax over prompts where the best probability reaches 0.5;
 * :func:`keep_confident_components` — Algorithm 3 (paper §2.9), per single-part semantic class;
 * :func:`number_instances` — instance prompts: connected components, small ones dropped, numbered 1..K;
+* :func:`postprocess_label_map` — both for every prompt of a label map; :func:`postprocess_in_one_pass` does the
+  same with one multi-label connected-components pass when the labels spread over the whole image;
 * :func:`min_instance_volume_mm3` / :func:`min_instance_voxels` — the size limit of an instance, in mm³;
 * :func:`is_multi_part` — which prompts Algorithm 3 must leave whole (regions, pairs, plurals, lesions).
 """
@@ -62,15 +64,29 @@ def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, tau: 
     code = code_of[components]                                          # 1..3 on T, 0 elsewhere
     in_top = code > 0
     sums = np.bincount(code[in_top], weights=probabilities[box][in_top].astype(np.float32), minlength=len(top) + 1)
-    p = sums[1:] / sizes[top - 1]
-    keep = (p.max() - p <= tau) & (p > min_confidence)                  # K, as a mask over T
-    if keep.sum() < 2:
-        best = int(np.argmax(p))                                        # c_max, as an index into T
-        largest = sizes[top[0] - 1]
-        keep = np.arange(len(top)) == (best if best < 2 and sizes[top[best] - 1] / largest > size_ratio else 0)
+    keep = confident_choice(sizes[top - 1], sums[1:] / sizes[top - 1], tau, min_confidence, size_ratio)
     out = np.zeros_like(mask)
     out[box] = np.concatenate(([False], keep))[code]
     return out
+
+
+def confident_choice(sizes: np.ndarray, p: np.ndarray, tau: float = 0.1, min_confidence: float = 0.86,
+                     size_ratio: float = 0.6) -> np.ndarray:
+    """Algorithm 3 (paper §2.9, lines 9-23), the decision: which of T (``sizes`` of the up to three largest
+    components, largest first, and their mean probabilities ``p``) to keep, as a bool mask over T. The rules and
+    how the listing is read: :func:`keep_confident_components`."""
+    keep = (p.max() - p <= tau) & (p > min_confidence)                  # K, as a mask over T
+    if keep.sum() < 2:
+        best = int(np.argmax(p))                                        # c_max, as an index into T
+        keep = np.arange(len(p)) == (best if best < 2 and sizes[best] / sizes[0] > size_ratio else 0)
+    return keep
+
+
+def instance_order(sizes: np.ndarray, min_voxels: float) -> np.ndarray:
+    """Which components an instance prompt keeps and in which order: indices into ``sizes`` of those with at least
+    ``min_voxels`` voxels, largest first (size ties keep component order)."""
+    order = np.argsort(-sizes, kind="stable")
+    return order[sizes[order] >= min_voxels]
 
 
 def number_instances(mask: np.ndarray, min_voxels: float = 10) -> np.ndarray:
@@ -82,9 +98,7 @@ def number_instances(mask: np.ndarray, min_voxels: float = 10) -> np.ndarray:
         return np.zeros(mask.shape, np.uint16)
     box = boxes[0]  # components are found inside the mask's bounding box (big images, few structures)
     components, n = cc3d.connected_components(mask[box].astype(np.uint8), connectivity=6, return_N=True)
-    sizes = np.bincount(components[mask[box]], minlength=n + 1)[1:]
-    order = np.argsort(-sizes, kind="stable")
-    kept = order[sizes[order] >= min_voxels]
+    kept = instance_order(np.bincount(components[mask[box]], minlength=n + 1)[1:], min_voxels)
     remap = np.zeros(n + 1, np.uint32)
     remap[kept + 1] = np.arange(1, len(kept) + 1)
     dtype = np.uint16 if len(kept) < 65536 else np.uint32
@@ -128,6 +142,15 @@ def postprocess_label_map(label_map: np.ndarray, probabilities: np.ndarray, labe
     if not len(labels) == len(instance) == len(multi_part):
         raise ValueError(f"{len(labels)} labels, {len(instance)} instance flags, {len(multi_part)} multi-part flags")
     out = label_map.copy()
+    boxes = ndimage.find_objects(label_map, max_label=int(max(labels, default=0)))
+    if one_pass_pays(boxes, label_map.size, labels, instance, multi_part):
+        instances = {}
+        for label, (box, numbered) in postprocess_in_one_pass(out, lambda n, box: probabilities[n][box], labels,
+                                                              instance, multi_part, min_instance_voxels).items():
+            instances[label] = np.zeros(label_map.shape, np.uint16 if numbered is None else numbered.dtype)
+            if box is not None:
+                instances[label][box] = numbered
+        return out, instances
     instances = {}
     for n, (label, is_instance, several) in enumerate(zip(labels, instance, multi_part)):
         mask = label_map == label
@@ -138,6 +161,73 @@ def postprocess_label_map(label_map: np.ndarray, probabilities: np.ndarray, labe
         elif not several and mask.any():
             out[mask & ~keep_confident_components(mask, probabilities[n])] = 0
     return out, instances
+
+
+def one_pass_pays(boxes: Sequence, image_voxels: int, labels: Sequence[int], instance: Sequence[bool],
+                  multi_part: Sequence[bool]) -> bool:
+    """Whether :func:`postprocess_in_one_pass` beats one pass per label: when the bounding boxes of the labels to
+    post-process (instances and single-part labels; ``boxes``: ``ndimage.find_objects`` of the label map) add up
+    to more than the image's ``image_voxels``."""
+    volume = sum(int(np.prod([s.stop - s.start for s in boxes[label - 1]]))
+                 for label, is_instance, several in zip(labels, instance, multi_part)
+                 if label >= 1 and boxes[label - 1] is not None and (is_instance or not several))
+    return volume > image_voxels
+
+
+def postprocess_in_one_pass(label_map: np.ndarray, probability, labels: Sequence[int], instance: Sequence[bool],
+                            multi_part: Sequence[bool], min_instance_voxels: float = 10) -> dict:
+    """What :func:`postprocess_label_map` does (in place on ``label_map``), with one multi-label connected-components
+    pass for all labels instead of one per label: for label maps whose labels spread over the whole image (a noisy
+    or untrained network's output: one whole-image pass per prompt otherwise). The same components (cc3d numbers a
+    label's components in the same raster order whether alone or among others), sizes, Algorithm 3 decisions
+    (:func:`confident_choice`) and instance numbers (:func:`instance_order`).
+
+    ``probability(n, box)``: prompt n's probabilities (float32) on ``box`` (a tuple of slices), asked for only for
+    single-part labels with several components, on the box of their three largest. Returns ``{label: (box,
+    numbered)}`` for instance prompts: the label's bounding box and its numbered components there (None, None when
+    the label is absent)."""
+    values = np.ascontiguousarray(label_map)       # cc3d's numbering follows the memory order: keep it C order
+    components, count = cc3d.connected_components(values, connectivity=6, return_N=True)
+    stats = cc3d.statistics(components, no_slice_conversion=True)
+    sizes = stats["voxel_counts"].astype(np.int64)
+    extents = stats["bounding_boxes"].astype(np.int64)        # per component: (start, last) per axis
+    label_of = np.zeros(count + 1, values.dtype)
+    label_of[components.ravel()] = values.ravel()
+    by_label = np.argsort(label_of[1:], kind="stable") + 1      # component ids grouped by label, ascending ids
+    starts = np.searchsorted(label_of[by_label], labels, side="left")
+    stops = np.searchsorted(label_of[by_label], labels, side="right")
+
+    def box_of(ids: np.ndarray) -> tuple:
+        e = extents[ids]
+        return tuple(slice(int(e[:, 2 * a].min()), int(e[:, 2 * a + 1].max()) + 1) for a in range(values.ndim))
+
+    drop = np.zeros(count + 1, bool)
+    instances = {}
+    for n, (label, is_instance, several, a, b) in enumerate(zip(labels, instance, multi_part, starts, stops)):
+        ids = by_label[a:b]
+        if is_instance:
+            if not len(ids):
+                instances[label] = (None, None)
+                continue
+            kept = ids[instance_order(sizes[ids], min_instance_voxels)]
+            drop[np.setdiff1d(ids, kept)] = True
+            remap = np.zeros(count + 1, np.uint16 if len(kept) < 65536 else np.uint32)
+            remap[kept] = np.arange(1, len(kept) + 1)
+            box = box_of(ids)
+            instances[label] = (box, remap[components[box]])
+        elif not several and len(ids) > 1:
+            top = ids[np.argsort(-sizes[ids], kind="stable")[:3]]       # T, largest first
+            box = box_of(top)
+            code_of = np.zeros(count + 1, np.uint8)
+            code_of[top] = np.arange(1, len(top) + 1)
+            code = code_of[components[box]]
+            in_top = code > 0
+            sums = np.bincount(code[in_top], weights=probability(n, box)[in_top].astype(np.float32),
+                               minlength=len(top) + 1)
+            drop[np.setdiff1d(ids, top[confident_choice(sizes[top], sums[1:] / sizes[top])])] = True
+    if drop.any():
+        label_map[drop[components]] = 0
+    return instances
 
 
 # Words that make a class several structures. Plurals and lesion words: multi-focal by nature.

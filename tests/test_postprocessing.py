@@ -165,3 +165,50 @@ def test_instance_size_limit_is_a_volume_from_the_trained_instances():
     assert number_instances(mask, 10).max() == 0   # what the old voxel rule did
     # the same limit on a 1 mm grid: the same volume, many more voxels
     assert min_instance_voxels(274.4, (1.0, 1.0, 1.0)) == pytest.approx(274.4)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_one_multi_label_pass_equals_one_pass_per_label(monkeypatch, seed):
+    """A noisy label map (labels all over the image, hundreds of components each, as an untrained network gives):
+    the one-pass post-processing keeps and numbers exactly what the per-label one does, for single-part,
+    multi-part and instance prompts, a label given twice and an absent one."""
+    import nnunetv2_medals.postprocessing as pp
+    from scipy import ndimage
+
+    rng = np.random.default_rng(seed)
+    shape = (24, 30, 28)
+    smooth = ndimage.uniform_filter(rng.random((5, *shape)), size=3)
+    probs = smooth / smooth.max()
+    label_map = probabilities_to_label_map(probs[:4] + 0.05 * (seed % 3), [1, 2, 3, 4], threshold=0.5)
+    labels, instance, multi_part = [1, 2, 3, 4, 2, 9], [False, True, False, False, False, True], \
+        [False, False, False, True, False, False]
+    per_label = rng.integers(0, 2)                 # (the order of the two runs does not matter)
+    results = []
+    for one_pass in ((False, True) if per_label else (True, False)):
+        monkeypatch.setattr(pp, "one_pass_pays", lambda *a, one_pass=one_pass: one_pass)
+        results.append(pp.postprocess_label_map(label_map, probs, labels, instance, min_instance_voxels=4,
+                                                multi_part=multi_part))
+    (a, inst_a), (b, inst_b) = results
+    assert len(np.unique(cc3d.connected_components(label_map == 1, connectivity=6))) > 20
+    assert (a != label_map).any()                  # something was dropped
+    np.testing.assert_array_equal(a, b)
+    assert inst_a.keys() == inst_b.keys() == {2, 9}
+    for label in inst_a:
+        assert inst_a[label].dtype == inst_b[label].dtype
+        np.testing.assert_array_equal(inst_a[label], inst_b[label])
+    assert inst_a[2].max() > 1 and not inst_a[9].any()
+
+
+def test_the_one_pass_is_taken_when_labels_spread_over_the_image():
+    from nnunetv2_medals.postprocessing import one_pass_pays
+    from scipy import ndimage
+
+    label_map = np.zeros((10, 10, 10), np.uint16)
+    label_map[0, 0, 0] = label_map[9, 9, 0] = 1          # one label whose box is a tenth of the image
+    label_map[2:4, 2:4, 2:4] = 2
+    boxes = ndimage.find_objects(label_map)
+    assert not one_pass_pays(boxes, label_map.size, [1, 2], [False, False], [False, False])
+    label_map[9, 0, 9] = label_map[0, 9, 0] = 2           # now a whole-image box
+    boxes = ndimage.find_objects(label_map)
+    assert one_pass_pays(boxes, label_map.size, [1, 2], [False, False], [False, False])
+    assert not one_pass_pays(boxes, label_map.size, [1, 2], [False, False], [True, True])  # nothing to do

@@ -17,7 +17,9 @@ slab with memory bounded by the slab, and its cost grows with the voxels where p
 
 Algorithm 3 and instance numbering then run on the bounding box of each prompt's label only
 (:func:`postprocess_in_boxes`), interpolating a prompt's probabilities only inside its box and only when Algorithm 3
-needs them (several components). Un-cropping and un-transposing are nnU-Net's (``bbox_used_for_cropping``,
+needs them (several components); when those boxes add up to more than the image (labels all over it, as a noisy
+network gives them) one multi-label connected-components pass serves all labels instead
+(:func:`.postprocessing.postprocess_in_one_pass`, same output). Un-cropping and un-transposing are nnU-Net's (``bbox_used_for_cropping``,
 ``transpose_backward``). Everything runs on the device of the probabilities given (CUDA or CPU).
 """
 from __future__ import annotations
@@ -31,7 +33,8 @@ from nnunetv2.configuration import ANISO_THRESHOLD
 from nnunetv2.preprocessing.resampling.default_resampling import determine_do_sep_z_and_axis
 from scipy import ndimage
 
-from nnunetv2_medals.postprocessing import keep_confident_components, number_instances
+from nnunetv2_medals.postprocessing import (keep_confident_components, number_instances, one_pass_pays,
+                                            postprocess_in_one_pass)
 
 #: the plans' probability resampling functions this export reproduces (others: nnU-Net's export)
 SUPPORTED_RESAMPLING = ("resample_torch_fornnunet", "resample_torch_simple")
@@ -217,6 +220,11 @@ def slab_label_map(logits: torch.Tensor, labels: Sequence[int], out_shape: Seque
     return tables
 
 
+def _probabilities(logits: torch.Tensor, tables, box: Sequence[slice]) -> np.ndarray:
+    """One prompt's probabilities on ``box`` as Algorithm 3 reads them (float16, as nnU-Net's export stores them)."""
+    return torch.sigmoid(interpolate_box(logits, tables, box)).half().float().cpu().numpy()
+
+
 def postprocess_in_boxes(label_map: np.ndarray, logits: torch.Tensor, tables, labels: Sequence[int],
                          instance: Sequence[bool], multi_part: Sequence[bool], min_instance_voxels: float
                          ) -> dict:
@@ -225,6 +233,9 @@ def postprocess_in_boxes(label_map: np.ndarray, logits: torch.Tensor, tables, la
     inside the box only when the label has several components. Returns ``{label: (box, numbered)}`` for instance
     prompts (``box`` None when the label is absent)."""
     boxes = ndimage.find_objects(label_map, max_label=int(max(labels)))
+    if one_pass_pays(boxes, label_map.size, labels, instance, multi_part):
+        return postprocess_in_one_pass(label_map, lambda n, box: _probabilities(logits[n], tables, box), labels,
+                                       instance, multi_part, min_instance_voxels)
     instances = {}
     for n, (label, is_instance, several) in enumerate(zip(labels, instance, multi_part)):
         box = boxes[label - 1] if label >= 1 else None
@@ -241,7 +252,7 @@ def postprocess_in_boxes(label_map: np.ndarray, logits: torch.Tensor, tables, la
         elif not several:
             components = cc3d.connected_components(mask, connectivity=6, return_N=True)
             if components[1] > 1:
-                probabilities = torch.sigmoid(interpolate_box(logits[n], tables, box)).half().float().cpu().numpy()
+                probabilities = _probabilities(logits[n], tables, box)
                 region[mask & ~keep_confident_components(mask, probabilities, components=components)] = 0
     return instances
 
