@@ -48,18 +48,28 @@ _ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen",
                      "appendiceal": "appendix", "tracheal": "trachea", "bronchial": "bronchus",
                      "myocardial": "myocardium", "uterine": "uterus", "cervical": "cervix",
                      # abbreviations the challenge phrasings use
-                     "ivc": "inferior vena cava", "svc": "superior vena cava", "ivd": "intervertebral disc"}
+                     "ivc": "inferior vena cava", "svc": "superior vena cava", "ivd": "intervertebral disc",
+                     # brain: adjectives, and FreeSurfer's name of the globus pallidus ("Left-Pallidum")
+                     "hippocampal": "hippocampus", "amygdaloid": "amygdala", "thalamic": "thalamus",
+                     "cerebellar": "cerebellum", "pontine": "pons", "pallidum": "globus pallidus"}
 # other words for a side: Latin (anatomical nomenclature) and radiology-report abbreviations
 # (single letters are not sides: "R/O", "L-spine", "L1")
-_SIDE_SYNONYMS = {"dexter": "right", "dextra": "right", "dextrum": "right", "dextral": "right", "rt": "right",
+_SIDE_SYNONYMS = {"bilateral": "both",
+                  "dexter": "right", "dextra": "right", "dextrum": "right", "dextral": "right", "rt": "right",
                   "sinister": "left", "sinistra": "left", "sinistrum": "left", "sinistral": "left", "lt": "left"}
 # ordinals -> the number ("eleventh rib", "11th rib" and "rib 11" name one rib; "first lumbar vertebra" -> "1 ...")
 _ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
                   "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth",
                   "eighteenth", "nineteenth", "twentieth")
 _ORDINALS = {w: str(i) for i, w in enumerate(_ORDINAL_WORDS, start=1)}
+# cardinals from three on ("rib eleven"); "one" and "two" stay words ("the two kidneys", "one of the kidneys")
+_CARDINALS = {w: str(i) for i, w in enumerate(("three", "four", "five", "six", "seven", "eight", "nine", "ten",
+                                                "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
+                                                "seventeen", "eighteen", "nineteen", "twenty"), start=3)}
 _IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
-              "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus"}
+              "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus",
+              "amygdalae": "amygdala", "putamina": "putamen", "cortices": "cortex", "globi": "globus",
+              "pallidi": "pallidus"}
 _NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")
 _MODALITY_WORDS = {
     "CT": ("ct", "computed tomography", "cta", "cect"),
@@ -81,15 +91,17 @@ def _singular(word: str) -> str:
 
 
 def normalise(text: str) -> str:
-    """Lower-case, drop punctuation and possessives, write ordinals as numbers ("eleventh", "11th" -> 11; "T-12"
-    -> t12), singularise, map organ adjectives, side synonyms ("dexter" -> right, "lt" -> left) and lesion words."""
+    """Lower-case, drop punctuation and possessives, write ordinals and cardinals from three on as numbers
+    ("eleventh", "11th", "eleven" -> 11; "T-12", "Th12" -> t12), singularise, map organ adjectives, side synonyms
+    ("dexter" -> right, "lt" -> left, "bilateral" -> both) and lesion words."""
     text = text.lower().replace("'s", " ").replace("’s", " ")
+    text = re.sub(r"\bth[\s-]?(\d{1,2})\b", r"t\1", text)         # "Th12" (thoracic, as European reports write it)
     text = re.sub(r"\b([ctls])[\s-](\d{1,2})\b", r"\1\2", text)   # vertebra names: "T-12", "L 1" -> t12, l1
     words = re.sub(r"[^a-z0-9]+", " ", text).split()
     out = []
     for w in words:
         w = re.sub(r"^(\d+)(?:st|nd|rd|th)$", r"\1", w)              # "11th" -> 11
-        w = _ORDINALS.get(w, w)
+        w = _ORDINALS.get(w, _CARDINALS.get(w, w))
         w = _singular(w)
         w = _ORGAN_ADJECTIVES.get(w, w)
         w = _SIDE_SYNONYMS.get(w, w)

@@ -41,7 +41,7 @@ from nnunetv2_medals.text_prompts.side_wordings import split_side
 FAR_COSINE = 0.5
 #: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
 _FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
-                           "segment", "show", "find", "image", "scan", "ct", "mri", "mr", "please", "me"})
+                           "segment", "area", "show", "find", "image", "scan", "ct", "mri", "mr", "please", "me"})
 _MODALITY_PREFIX = {"CT": "CT", "MRI": "MR", "PET": "PET", "US": "US", "Microscopy": "Microscopy"}
 
 
@@ -176,10 +176,12 @@ class VocabularyMatcher:
         one side ("left and right putamen"), or a word of another trained target that this one lacks ("lymph node
         near the left kidney", "left kidney and spleen") — such prompts are not reduced to one of their parts."""
         found = self.canonicaliser.canonicalise(text, self.modality)
-        target = self._partial_name_target(text) if found is None else self._class_target(found.name, cosines)
-        if target is None:
-            return None
-        return None if self._says_more(text, target) else target
+        target = None if found is None else self._class_target(found.name, cosines)
+        if target is None or self._says_more(text, target):
+            # the canonical class is a part of what the prompt says ("lower lobe of the left lung": "left lung"
+            # is no target and "lower lobe" names another): the words may still name one target
+            target = self._partial_name_target(text)
+        return None if target is None or self._says_more(text, target) else target
 
     def _says_more(self, text: str, target: int) -> bool:
         """Does ``text`` say more than target ``target``: both sides for a target of one side, or a word of another

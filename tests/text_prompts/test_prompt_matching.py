@@ -22,6 +22,21 @@ ADRENALS = [("left adrenal gland", ["left adrenal gland", "left suprarenal gland
             ("right adrenal gland", ["right adrenal gland", "right suprarenal gland"]),
             ("left rib 11", ["left rib 11", "left eleventh rib"]), ("left rib 12", ["left rib 12", "left twelfth rib"])]
 
+FREESURFER = BRAIN + [("left globus pallidus", ["left globus pallidus", "globus pallidus, left"]),
+                      ("right globus pallidus", ["right globus pallidus"]),
+                      ("left nucleus accumbens", ["left nucleus accumbens"]),
+                      ("right nucleus accumbens", ["right nucleus accumbens"]),
+                      ("left cerebellar cortex", ["left cerebellar cortex"]),
+                      ("right cerebellar cortex", ["right cerebellar cortex"]),
+                      ("left amygdala", ["left amygdala"]), ("right amygdala", ["right amygdala"]),
+                      ("both amygdalae", ["both amygdalae"])]
+SPINE_AND_LUNGS = ADRENALS + [("left ribs", ["left ribs", "ribs on the left"]),
+                              ("T12 vertebra", ["T12 vertebra", "twelfth thoracic vertebra"]),
+                              ("left lung upper lobe", ["left lung upper lobe", "lung upper lobe, left"]),
+                              ("left lung lower lobe", ["left lung lower lobe", "lung lower lobe, left"]),
+                              ("right lung lower lobe", ["right lung lower lobe", "lung lower lobe, right"]),
+                              ("left lung", ["left lung"]), ("thoracic vertebrae", ["thoracic vertebrae"])]
+
 
 def _matcher(targets, encoder, modality):
     phrasings = [p for _, ps in targets for p in ps]
@@ -44,6 +59,18 @@ def _matcher(targets, encoder, modality):
     (PHANTOM, "CT", "liver mets", "liver tumour"),                   # report shorthand for metastases
     (ADRENALS, "CT", "left suprarenal", "left adrenal gland"),       # words of one target's phrasings
     (ADRENALS, "CT", "the suprarenal on the right", "right adrenal gland"),
+    # FreeSurfer's names (aseg), adjectives and Latin plurals
+    (FREESURFER, "MRI", "Left-Pallidum", "left globus pallidus"),
+    (FREESURFER, "MRI", "Left-Accumbens-area", "left nucleus accumbens"),
+    (FREESURFER, "MRI", "Left-Cerebellum-Cortex", "left cerebellar cortex"),
+    (FREESURFER, "MRI", "left hippocampal formation", "left hippocampus"),
+    (FREESURFER, "MRI", "right amygdaloid body", "right amygdala"),
+    (FREESURFER, "MRI", "bilateral amygdala", "both amygdalae"),
+    # numbers as words and European vertebra names; a canonical class that is only part of what the prompt says
+    (SPINE_AND_LUNGS, "CT", "rib eleven left", "left rib 11"),        # was the region of all left ribs
+    (SPINE_AND_LUNGS, "CT", "Th12", "T12 vertebra"),
+    (SPINE_AND_LUNGS, "CT", "thoracic vertebra 12", "T12 vertebra"),
+    (SPINE_AND_LUNGS, "CT", "lower lobe of the left lung", "left lung lower lobe"),
 ])
 def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modality, prompt, expected):
     (found,) = _matcher(targets, text_encoder, modality).match([prompt], text_encoder.encode([prompt]))
