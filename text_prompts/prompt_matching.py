@@ -42,6 +42,12 @@ FAR_COSINE = 0.5
 #: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
 _FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
                            "segment", "area", "show", "find", "image", "scan", "ct", "mri", "mr", "please", "me"})
+#: words that name another kind of structure than the organ they go with ("left kidney cyst", "right renal artery",
+#: "left lung nodule"): a target whose name and phrasings lack the word is not what the prompt asks for
+KIND_WORDS = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node", "cyst", "nodule", "polyp", "stone",
+                        "calculus", "calculi", "aneurysm", "thrombus", "embolus", "abscess", "hematoma", "haematoma",
+                        "hemorrhage", "haemorrhage", "infarct", "fracture", "effusion", "calcification", "plaque",
+                        "stent", "implant"})
 _MODALITY_PREFIX = {"CT": "CT", "MRI": "MR", "PET": "PET", "US": "US", "Microscopy": "Microscopy"}
 
 
@@ -145,6 +151,10 @@ class VocabularyMatcher:
                     and self._sides[nearest_target][0] is not None):
                 warning = (f"prompt {text!r} names both sides and no trained target of both sides matches it; its "
                            f"own embedding decides (ask for each side separately)")
+            kinds = sorted((words & KIND_WORDS) - set().union(*self._target_words))
+            if kinds and warning is None:
+                warning = (f"prompt {text!r} asks for a {kinds[0]}, and no trained target is one; its result is the "
+                           f"nearest thing the model knows ({self.phrasings[best]!r}, cosine {row[best]:.2f})")
             side = sentence_side(normalise(text))
             if side is not None and nearest_target >= 0:
                 target_side = self._sides[nearest_target][0]
@@ -184,14 +194,15 @@ class VocabularyMatcher:
         return None if target is None or self._says_more(text, target) else target
 
     def _says_more(self, text: str, target: int) -> bool:
-        """Does ``text`` say more than target ``target``: both sides for a target of one side, or a word of another
-        trained target that this one lacks?"""
+        """Does ``text`` say more than target ``target``: both sides for a target of one side, a word of another
+        trained target that this one lacks, or a kind of structure (:data:`KIND_WORDS`: "cyst", "artery") that
+        this one is not?"""
         words = set(normalise(text).split())
         own = self._target_words[target]
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:
             return True
-        return bool((words - own - _FILLER_WORDS) & self._other_words[target])
+        return bool((words - own - _FILLER_WORDS) & (self._other_words[target] | KIND_WORDS))
 
     def structure_of(self, match: PromptMatch, min_cosine: float = 0.6) -> str | None:
         """The trained target a prompt asks for and nothing more: its matched target, or for a prompt answered

@@ -139,6 +139,21 @@ def test_a_side_without_counterpart_is_refused():
         matcher.match(["ren on the left"], _unit(1, 0.1)[None])
 
 
+@pytest.mark.parametrize("prompt", ["left kidney cyst", "right renal artery", "cysts of the left kidney",
+                                    "left lung nodules", "right renal vein"])
+def test_another_kind_of_structure_is_not_the_organ_it_goes_with(text_encoder, prompt):
+    """A cyst, vessel or nodule of an organ is not the organ: no canonical match, and a warning says the model
+    has no such target."""
+    targets = PHANTOM + [("left lung", ["left lung"]), ("right lung", ["right lung"]),
+                         ("portal vein", ["portal vein", "hepatic portal vein"])]
+    (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    assert found.target is None and found.method == "nearest embedding"
+    if "vein" not in prompt:                      # (the portal vein is a vein: no warning for "right renal vein")
+        assert "no trained target is one" in found.warning
+    (kept,) = _matcher(targets, text_encoder, "CT").match(["the portal vein"], text_encoder.encode(["the portal vein"]))
+    assert kept.target == "portal vein" and kept.warning is None
+
+
 @pytest.mark.parametrize("prompt", ["left rib", "suprarenal", "suprarenal gland", "12", "twelfth", "organ"])
 def test_words_of_several_targets_phrasings_match_none_of_them(text_encoder, prompt):
     """Ambiguity counts the targets of every side ("suprarenal": left and right; "twelfth": rib 12 and T12), and one
