@@ -25,7 +25,8 @@ middle is, and how far across it a structure can reach. So:
 4. :func:`guard_sides`: at prediction, on the network grid, a guarded prompt's probability is set to 0 beyond its
    cut - before the label decision, so another prompt may take the voxels, and before Algorithm 3.
 
-The guard acts only on prompts whose own words name a side and that ask for a sided trained target and nothing
+The guard acts only on prompts that name a side (their words, or "L"/"R" shorthand matched to a target of that
+side: ``VocabularyMatcher.side_of``) and that ask for a sided trained target and nothing
 more (``VocabularyMatcher.structure_of``: a canonical or side-corrected match, or an unmatched prompt whose nearest
 phrasing (cosine >= 0.6) is that target's and that names nothing only other targets name: "right erector spinae"
 is cut as the right autochthon, "left kidney and liver" is not cut at all); ``MedalSPredictor(side_guard=False)`` /
@@ -39,7 +40,6 @@ from typing import Iterable, Mapping, Sequence
 import numpy as np
 import torch
 
-from nnunetv2_medals.text_prompts.canonical import normalise, sentence_side
 from nnunetv2_medals.text_prompts.side_wordings import split_side
 
 #: a case's midline is trusted when the image mirrors itself about it at least this well (1 = perfectly)
@@ -222,11 +222,12 @@ def guard_sides(probs: torch.Tensor, rules: Sequence[SideRule | None], lr_axis: 
     return removed
 
 
-def guard_case(probs: torch.Tensor, properties: dict, texts: Sequence[str], targets: Sequence[str | None],
+def guard_case(probs: torch.Tensor, properties: dict, sides: Sequence[str | None], targets: Sequence[str | None],
                recorded: dict[str, Sequence[float]], transpose_forward: Sequence[int]) -> list[dict]:
     """The side guard on one case's network-grid probabilities (N, *grid), in place.
 
-    Prompt n is guarded when its own words name a side (``texts[n]``) and the trained target it asks for
+    Prompt n is guarded when it names a side (``sides[n]``: ``VocabularyMatcher.side_of``, its side words or "L"/"R"
+    shorthand matched to a target of that side) and the trained target it asks for
     (``targets[n]``: ``VocabularyMatcher.structure_of``, else None) has that side and an extent in ``recorded``
     (the checkpoint's ``target_side_mm``, :func:`side_rule`). ``properties`` are nnU-Net's preprocessing
     properties of the case with ``properties[MIDLINE_KEY]`` (the canonical image's midline); the canonical
@@ -235,9 +236,8 @@ def guard_case(probs: torch.Tensor, properties: dict, texts: Sequence[str], targ
     the case."""
     midline = Midline.from_json(properties.get(MIDLINE_KEY))
     rules = []
-    for text, target in zip(texts, targets):
+    for said, target in zip(sides, targets):
         rule = side_rule(target, recorded.get(target) if target is not None else None)
-        said = sentence_side(normalise(text))
         rules.append(rule if rule is not None and said == ("right" if rule.sign > 0 else "left") else None)
     if midline is None or not any(rules):
         return [{} for _ in rules]

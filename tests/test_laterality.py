@@ -80,19 +80,19 @@ def test_only_what_lies_beyond_the_cut_is_removed():
     assert torch.equal(probs[1], before[1])
 
 
-def test_guard_case_maps_the_midline_onto_the_grid_and_needs_the_side_in_the_words():
+def test_guard_case_maps_the_midline_onto_the_grid_and_needs_a_side():
     # canonical image x 0..99 cropped to 10..90 (80 voxels of 1 mm), resampled to a 40-voxel grid: midline x = 50
     # is grid voxel (50 - 10 + 0.5) / 2 - 0.5 = 19.75
     properties = {MIDLINE_KEY: Midline(50.0, 0.9, 0.0).to_json(), "spacing": [3.0, 1.0, 1.0],
                   "bbox_used_for_cropping": [[0, 6], [0, 10], [10, 90]],
                   "shape_after_cropping_and_before_resampling": [6, 10, 80]}
     recorded = {"left kidney": [-40.0, -30.0], "both kidneys": [-40.0, 40.0]}
-    texts = ["the kidney on the left side", "kidney", "left kidney", "both kidneys"]
+    sides = ["left", None, "left", None]     # as the matcher reads "the kidney on the left side", "kidney", ...
     targets = ["left kidney", "left kidney", None, "both kidneys"]
     probs = torch.zeros(4, 6, 10, 40)
     probs[:, 1:4, 2:6, 2:6] = 0.9     # grid x 2..5: 28-35 mm left of the midline
     probs[:, 1:4, 2:6, 22:26] = 0.9   # grid x 22..25: 4.5-10.5 mm right of it; the cut is 5 mm across
-    info = guard_case(probs, properties, texts, targets, recorded, transpose_forward=[0, 1, 2])
+    info = guard_case(probs, properties, sides, targets, recorded, transpose_forward=[0, 1, 2])
     assert info == [{"side_guard": {"removed_voxels": 36}}, {}, {}, {}]
     assert probs[0, ..., 23:].sum() == 0 and probs[0, ..., 22].sum() > 0 and probs[0, ..., :20].sum() > 0
     assert probs[1:, ..., 23:].sum() > 0                   # "kidney" means both; no target; a two-sided region
@@ -101,12 +101,12 @@ def test_guard_case_maps_the_midline_onto_the_grid_and_needs_the_side_in_the_wor
                   "shape_after_cropping_and_before_resampling": [80, 6, 10]}
     probs = torch.zeros(1, 40, 6, 10)
     probs[0, 22:26, 1:4, 2:6] = 0.9
-    assert guard_case(probs, transposed, texts[:1], targets[:1], recorded, [2, 0, 1]) == [
+    assert guard_case(probs, transposed, sides[:1], targets[:1], recorded, [2, 0, 1]) == [
         {"side_guard": {"removed_voxels": 36}}]
     # no trusted midline: the guard says it is off and removes nothing
     probs = torch.full((1, 6, 10, 40), 0.9)
     for midline, reason in ((Midline(50.0, 0.2, 0.0), "symmetr"), (Midline(50.0, 0.9, 0.45), "one side only")):
-        info = guard_case(probs, {**properties, MIDLINE_KEY: midline.to_json()}, texts[:1], targets[:1], recorded,
+        info = guard_case(probs, {**properties, MIDLINE_KEY: midline.to_json()}, sides[:1], targets[:1], recorded,
                           [0, 1, 2])
         assert info[0]["side_guard"].startswith("off") and reason in info[0]["side_guard"] and (probs == 0.9).all()
 
@@ -119,7 +119,7 @@ def test_the_grid_midline_uses_voxel_centres():
                   "bbox_used_for_cropping": [[0, 6], [0, 10], [10, 90]],
                   "shape_after_cropping_and_before_resampling": [6, 10, 80]}
     probs = torch.full((1, 6, 10, 20), 0.9)
-    guard_case(probs, properties, ["left kidney"], ["left kidney"], {"left kidney": [-40.0, -30.0]}, [0, 1, 2])
+    guard_case(probs, properties, ["left"], ["left kidney"], {"left kidney": [-40.0, -30.0]}, [0, 1, 2])
     assert probs[0, ..., 10].min() == 0.9 and probs[0, ..., 11:].max() == 0
 
 

@@ -204,6 +204,18 @@ class VocabularyMatcher:
             return True
         return bool((words - own - _FILLER_WORDS) & (self._other_words[target] | KIND_WORDS))
 
+    def side_of(self, match: PromptMatch) -> str | None:
+        """The side a prompt names: its side words, or report shorthand ("L putamen") when the prompt was matched to
+        a target of that side (:meth:`_letter_side_target`). What the side guard keeps the answer to."""
+        words = normalise(match.text).split()
+        said = sentence_side(" ".join(words))
+        if said is None and match.method == "canonical" and match.target in self.names:
+            letters = [w for w in words if w in ("l", "r")]
+            side = self._sides[self.names.index(match.target)][0]
+            if len(letters) == 1 and side == ("left" if letters[0] == "l" else "right"):
+                return side
+        return said
+
     def structure_of(self, match: PromptMatch, min_cosine: float = 0.6) -> str | None:
         """The trained target a prompt asks for and nothing more: its matched target, or for a prompt answered
         with its own embedding the nearest phrasing's target (cosine >= ``min_cosine``) when the prompt uses no

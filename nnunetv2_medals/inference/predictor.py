@@ -233,8 +233,9 @@ class MedalSPredictor(nnUNetPredictor):
             probs = self_refine(lambda sp: self._probabilities(data, sp), probs, self.refinement_rounds, rng=self.rng)
         guarded = [{} for _ in prompts]
         if self.guards_sides():
-            guarded = guard_case(probs, properties, [p.text for p in prompts],
-                                 [self.vocabulary.matcher.structure_of(m) for m in matches],
+            matcher = self.vocabulary.matcher
+            guarded = guard_case(probs, properties, [matcher.side_of(m) for m in matches],
+                                 [matcher.structure_of(m) for m in matches],
                                  self.vocabulary.target_side_mm, self.plans_manager.transpose_forward)
         with self.network_spacing(properties.get("network_spacing")):
             return export_prediction(probs, properties, prompts, self.plans_manager, self.configuration_manager,

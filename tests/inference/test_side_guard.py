@@ -49,7 +49,8 @@ def test_a_prompt_that_says_left_is_not_answered_on_the_right(preprocessed_phant
         image, props, seg = _canonical_case(image_file, label_file, order)
         kidneys = np.isin(seg, list(labels.values()))
         for text, own, other in (("the kidney on the left side", "left kidney", "right kidney"),
-                                 ("right kidney", "right kidney", "left kidney")):
+                                 ("right kidney", "right kidney", "left kidney"),
+                                 ("L kidney", "left kidney", "right kidney")):     # report shorthand
             drawn = _predict_with_both_kidneys_drawn(unguarded, image, props, kidneys, text).label_map == 1
             result = _predict_with_both_kidneys_drawn(guarded, image, props, kidneys, text)
             kept = result.label_map == 1

@@ -162,3 +162,12 @@ def test_words_of_several_targets_phrasings_match_none_of_them(text_encoder, pro
                           ("liver", ["liver", "organ in the right upper abdomen"])]
     (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
     assert found.target is None and found.method == "nearest embedding"
+
+
+@pytest.mark.parametrize("prompt,side", [("L kidney", "left"), ("kidney, right", "right"), ("R/O liver lesion", None),
+                                         ("kidneys", None), ("left kidney and spleen", "left")])
+def test_the_side_a_prompt_names_includes_report_shorthand(text_encoder, prompt, side):
+    """What the side guard keeps an answer to: side words, or a single L/R matched to a target of that side."""
+    matcher = _matcher(PHANTOM, text_encoder, "CT")
+    (found,) = matcher.match([prompt], text_encoder.encode([prompt]))
+    assert matcher.side_of(found) == side
