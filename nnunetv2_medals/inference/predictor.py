@@ -233,9 +233,8 @@ class MedalSPredictor(nnUNetPredictor):
             probs = self_refine(lambda sp: self._probabilities(data, sp), probs, self.refinement_rounds, rng=self.rng)
         guarded = [{} for _ in prompts]
         if self.guards_sides():
-            matcher = self.vocabulary.matcher
-            guarded = guard_case(probs, properties, [matcher.side_of(m) for m in matches],
-                                 [matcher.structure_of(m) for m in matches],
+            m = self.vocabulary.matcher
+            guarded = guard_case(probs, properties, [m.side_of(x) for x in matches], [m.structure_of(x) for x in matches],
                                  self.vocabulary.target_side_mm, self.plans_manager.transpose_forward)
         with self.network_spacing(properties.get("network_spacing")):
             return export_prediction(probs, properties, prompts, self.plans_manager, self.configuration_manager,
