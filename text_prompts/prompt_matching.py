@@ -193,16 +193,16 @@ class VocabularyMatcher:
             target = self._partial_name_target(text)
         return None if target is None or self._says_more(text, target) else target
 
-    def _says_more(self, text: str, target: int) -> bool:
+    def _says_more(self, text: str, target: int, kinds: bool = True) -> bool:
         """Does ``text`` say more than target ``target``: both sides for a target of one side, a word of another
-        trained target that this one lacks, or a kind of structure (:data:`KIND_WORDS`: "cyst", "artery") that
-        this one is not?"""
+        trained target that this one lacks, or (``kinds``) a kind of structure (:data:`KIND_WORDS`: "cyst",
+        "artery") that this one is not?"""
         words = set(normalise(text).split())
         own = self._target_words[target]
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:
             return True
-        return bool((words - own - _FILLER_WORDS) & (self._other_words[target] | KIND_WORDS))
+        return bool((words - own - _FILLER_WORDS) & (self._other_words[target] | (KIND_WORDS if kinds else set())))
 
     def side_of(self, match: PromptMatch) -> str | None:
         """The side a prompt names: its side words, or report shorthand ("L putamen") when the prompt was matched to
@@ -220,12 +220,14 @@ class VocabularyMatcher:
         """The trained target a prompt asks for and nothing more: its matched target, or for a prompt answered
         with its own embedding the nearest phrasing's target (cosine >= ``min_cosine``) when the prompt uses no
         word that only other targets use ("the right psoas muscle" -> "right iliopsoas"; "left kidney and liver"
-        -> None). Used by the side guard, which must not cut what a prompt asks for besides its nearest target."""
+        -> None). Used by the side guard, which must not cut what a prompt asks for besides its nearest target; a
+        part of that target ("left kidney cyst") lies on its side, so kind words do not count here."""
         if match.target is not None:
             return match.target
         if match.method != "nearest embedding" or not match.nearest_target or match.cosine < min_cosine:
             return None
-        return None if self._says_more(match.text, self.names.index(match.nearest_target)) else match.nearest_target
+        nearest = self.names.index(match.nearest_target)
+        return None if self._says_more(match.text, nearest, kinds=False) else match.nearest_target
 
     def _class_target(self, name: str, cosines: np.ndarray) -> int | None:
         candidates = self._targets_of_class.get(name, [])

@@ -150,6 +150,8 @@ def test_another_kind_of_structure_is_not_the_organ_it_goes_with(text_encoder, p
     assert found.target is None and found.method == "nearest embedding"
     if "vein" not in prompt:                      # (the portal vein is a vein: no warning for "right renal vein")
         assert "no trained target is one" in found.warning
+    if "left" in prompt:                          # the side guard still keeps it on its side, as its organ's
+        assert _matcher(targets, text_encoder, "CT").structure_of(found) == found.nearest_target
     (kept,) = _matcher(targets, text_encoder, "CT").match(["the portal vein"], text_encoder.encode(["the portal vein"]))
     assert kept.target == "portal vein" and kept.warning is None
 
