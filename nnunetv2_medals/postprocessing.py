@@ -141,6 +141,9 @@ def postprocess_label_map(label_map: np.ndarray, probabilities: np.ndarray, labe
         multi_part = [False] * len(labels)
     if not len(labels) == len(instance) == len(multi_part):
         raise ValueError(f"{len(labels)} labels, {len(instance)} instance flags, {len(multi_part)} multi-part flags")
+    if any(int(label) < 1 for label in labels):
+        raise ValueError(f"labels must be >= 1 (0 is background): {list(labels)}")
+    label_map = np.ascontiguousarray(label_map)    # one memory order for both paths (cc3d numbers in it)
     out = label_map.copy()
     boxes = ndimage.find_objects(label_map, max_label=int(max(labels, default=0)))
     if one_pass_pays(boxes, label_map.size, labels, instance, multi_part):
@@ -180,7 +183,8 @@ def postprocess_in_one_pass(label_map: np.ndarray, probability, labels: Sequence
     pass for all labels instead of one per label: for label maps whose labels spread over the whole image (a noisy
     or untrained network's output: one whole-image pass per prompt otherwise). The same components (cc3d numbers a
     label's components in the same raster order whether alone or among others), sizes, Algorithm 3 decisions
-    (:func:`confident_choice`) and instance numbers (:func:`instance_order`).
+    (:func:`confident_choice`) and instance numbers (:func:`instance_order`) for a C-ordered ``label_map``; a label
+    given twice gets both prompts' drops, as in :func:`postprocess_label_map`.
 
     ``probability(n, box)``: prompt n's probabilities (float32) on ``box`` (a tuple of slices), asked for only for
     single-part labels with several components, on the box of their three largest. Returns ``{label: (box,

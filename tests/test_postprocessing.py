@@ -180,17 +180,23 @@ def test_one_multi_label_pass_equals_one_pass_per_label(monkeypatch, seed):
     smooth = ndimage.uniform_filter(rng.random((5, *shape)), size=3)
     probs = smooth / smooth.max()
     label_map = probabilities_to_label_map(probs[:4] + 0.05 * (seed % 3), [1, 2, 3, 4], threshold=0.5)
+    # some components of label 1 confident (> 0.86, within tau of each other): Algorithm 3's |K| >= 2 branch
+    components = cc3d.connected_components(label_map == 1, connectivity=6)
+    sizes = np.bincount(components.ravel())[1:]
+    for rank, component in enumerate(np.argsort(-sizes, kind="stable")[:3] + 1):
+        if rank != seed % 3:
+            probs[0][components == component] = 0.9 + 0.02 * rank
     labels, instance, multi_part = [1, 2, 3, 4, 2, 9], [False, True, False, False, False, True], \
         [False, False, False, True, False, False]
-    per_label = rng.integers(0, 2)                 # (the order of the two runs does not matter)
     results = []
-    for one_pass in ((False, True) if per_label else (True, False)):
+    for one_pass in (False, True):
         monkeypatch.setattr(pp, "one_pass_pays", lambda *a, one_pass=one_pass: one_pass)
         results.append(pp.postprocess_label_map(label_map, probs, labels, instance, min_instance_voxels=4,
                                                 multi_part=multi_part))
     (a, inst_a), (b, inst_b) = results
     assert len(np.unique(cc3d.connected_components(label_map == 1, connectivity=6))) > 20
     assert (a != label_map).any()                  # something was dropped
+    assert len(np.unique(cc3d.connected_components(a == 1, connectivity=6))) == 3   # two confident ones kept
     np.testing.assert_array_equal(a, b)
     assert inst_a.keys() == inst_b.keys() == {2, 9}
     for label in inst_a:

@@ -62,14 +62,16 @@ _ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seven
                   "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth",
                   "eighteenth", "nineteenth", "twentieth")
 _ORDINALS = {w: str(i) for i, w in enumerate(_ORDINAL_WORDS, start=1)}
-# cardinals from three on ("rib eleven"); "one" and "two" stay words ("the two kidneys", "one of the kidneys")
+# cardinals from three on after the word they number ("rib eleven", "ventricle four"); "one" and "two" stay words
+# ("the two kidneys"), and so does a count ("the five lumbar vertebrae", "all twelve ribs", "twelve left ribs")
 _CARDINALS = {w: str(i) for i, w in enumerate(("three", "four", "five", "six", "seven", "eight", "nine", "ten",
                                                 "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
                                                 "seventeen", "eighteen", "nineteen", "twenty"), start=3)}
+_COUNTED_AFTER = frozenset({"the", "all", "a", "an", "of", "and", "or", "these", "those", "its", "their", "both"})
 _IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
               "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus",
               "amygdalae": "amygdala", "putamina": "putamen", "cortices": "cortex", "globi": "globus",
-              "pallidi": "pallidus"}
+              "pallidi": "pallidus", "thrombi": "thrombus", "emboli": "embolus"}
 _NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")
 _MODALITY_WORDS = {
     "CT": ("ct", "computed tomography", "cta", "cect"),
@@ -101,7 +103,9 @@ def normalise(text: str) -> str:
     out = []
     for w in words:
         w = re.sub(r"^(\d+)(?:st|nd|rd|th)$", r"\1", w)              # "11th" -> 11
-        w = _ORDINALS.get(w, _CARDINALS.get(w, w))
+        if w in _CARDINALS and out and out[-1].isalpha() and out[-1] not in _COUNTED_AFTER:
+            w = _CARDINALS[w]
+        w = _ORDINALS.get(w, w)
         w = _singular(w)
         w = _ORGAN_ADJECTIVES.get(w, w)
         w = _SIDE_SYNONYMS.get(w, w)

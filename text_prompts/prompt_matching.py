@@ -48,7 +48,25 @@ KIND_WORDS = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node", "cy
                         "calculus", "calculi", "aneurysm", "thrombus", "embolus", "abscess", "hematoma", "haematoma",
                         "hemorrhage", "haemorrhage", "infarct", "fracture", "effusion", "calcification", "plaque",
                         "stent", "implant"})
+#: kind words of things that extend beyond their organ (a renal artery reaches the aorta): the side guard does not
+#: take such a prompt for its organ (:meth:`VocabularyMatcher.structure_of`)
+_BEYOND_ORGAN = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node"})
 _MODALITY_PREFIX = {"CT": "CT", "MRI": "MR", "PET": "PET", "US": "US", "Microscopy": "Microscopy"}
+
+
+def kind_words(words: Sequence[str]) -> set[str]:
+    """The :data:`KIND_WORDS` among normalised ``words``, except a contrast phase: "arterial phase", "portal venous
+    phase" (normalised "artery phase", "vein phase") name when the scan was taken, not a vessel."""
+    return {w for i, w in enumerate(words) if w in KIND_WORDS and words[i + 1:i + 2] != ["phase"]}
+
+
+def _letter_side(words: Sequence[str]) -> str | None:
+    """Report shorthand: the side of the one single letter l/r in normalised ``words`` that name no side otherwise
+    ("L putamen", "R kidney cyst"); None for none, several, or with a side word."""
+    letters = [w for w in words if w in ("l", "r")]
+    if len(letters) != 1 or sentence_side(" ".join(words)) is not None or " r o " in f" {' '.join(words)} ":
+        return None                                   # "R/O": rule out
+    return "left" if letters[0] == "l" else "right"
 
 
 @dataclass(frozen=True)
@@ -67,7 +85,11 @@ class PromptMatch:
 
     def meant_target(self, min_cosine: float = 0.6) -> str | None:
         """The trained target this prompt stands for: the matched one, else the nearest phrasing's target when it is
-        at least ``min_cosine`` close (sizes for dynamic resampling, multi-part structures), else None."""
+        at least ``min_cosine`` close (sizes for dynamic resampling, multi-part structures), else None. A prompt for
+        another kind of structure than its answer ("left kidney cysts", answered from its own embedding or the
+        side-corrected kidney's) stands for no target: its size and parts are not the organ's."""
+        if self.method in ("nearest embedding", "side corrected") and kind_words(normalise(self.text).split()):
+            return None
         if self.target is not None:
             return self.target
         if self.nearest_target and self.cosine >= min_cosine:
@@ -151,11 +173,14 @@ class VocabularyMatcher:
                     and self._sides[nearest_target][0] is not None):
                 warning = (f"prompt {text!r} names both sides and no trained target of both sides matches it; its "
                            f"own embedding decides (ask for each side separately)")
-            kinds = sorted((words & KIND_WORDS) - set().union(*self._target_words))
+            kinds = sorted(kind_words(normalise(text).split()) - set().union(*self._target_words))
             if kinds and warning is None:
-                warning = (f"prompt {text!r} asks for a {kinds[0]}, and no trained target is one; its result is the "
-                           f"nearest thing the model knows ({self.phrasings[best]!r}, cosine {row[best]:.2f})")
-            side = sentence_side(normalise(text))
+                article = "an" if kinds[0][0] in "aeiou" else "a"
+                warning = (f"prompt {text!r} asks for {article} {kinds[0]}, and no trained target is one; its result "
+                           f"is the nearest thing the model knows ({self.phrasings[best]!r}, cosine {row[best]:.2f})")
+            # the side it names: side words, else report shorthand ("R kidney cyst": a single R reads as right here,
+            # where the answer would otherwise be the nearest target whatever its side)
+            side = sentence_side(normalise(text)) or _letter_side(normalise(text).split())
             if side is not None and nearest_target >= 0:
                 target_side = self._sides[nearest_target][0]
                 if target_side is not None and target_side != side:
@@ -174,11 +199,10 @@ class VocabularyMatcher:
         when the prompt then matches a trained target of that side canonically. Single letters are no sides
         elsewhere ("R/O", "L-spine"), and a target without a side is not reached this way."""
         words = normalise(text).split()
-        letters = [w for w in words if w in ("l", "r")]
-        if len(letters) != 1 or sentence_side(" ".join(words)) is not None:
+        side = _letter_side(words)
+        if side is None:
             return None
-        side = "left" if letters[0] == "l" else "right"
-        target = self._canonical_target(" ".join(side if w == letters[0] else w for w in words), cosines)
+        target = self._canonical_target(" ".join(side if w == side[0] else w for w in words), cosines)
         return target if target is not None and self._sides[target][0] == side else None
 
     def _canonical_target(self, text: str, cosines: np.ndarray) -> int | None:
@@ -193,41 +217,42 @@ class VocabularyMatcher:
             target = self._partial_name_target(text)
         return None if target is None or self._says_more(text, target) else target
 
-    def _says_more(self, text: str, target: int, kinds: bool = True) -> bool:
+    def _says_more(self, text: str, target: int, kinds: frozenset = KIND_WORDS) -> bool:
         """Does ``text`` say more than target ``target``: both sides for a target of one side, a word of another
-        trained target that this one lacks, or (``kinds``) a kind of structure (:data:`KIND_WORDS`: "cyst",
+        trained target that this one lacks, or a kind of structure in ``kinds`` (:func:`kind_words`: "cyst",
         "artery") that this one is not?"""
-        words = set(normalise(text).split())
+        ordered = normalise(text).split()
+        words = set(ordered)
         own = self._target_words[target]
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:
             return True
-        return bool((words - own - _FILLER_WORDS) & (self._other_words[target] | (KIND_WORDS if kinds else set())))
+        phase = {w for w in words if w in KIND_WORDS} - kind_words(ordered)      # "arterial phase": no vessel
+        return bool((words - own - _FILLER_WORDS - phase) & (self._other_words[target] | kinds))
 
     def side_of(self, match: PromptMatch) -> str | None:
-        """The side a prompt names: its side words, or report shorthand ("L putamen") when the prompt was matched to
-        a target of that side (:meth:`_letter_side_target`). What the side guard keeps the answer to."""
+        """The side a prompt names: its side words, or report shorthand ("L putamen", "R kidney cyst") when the
+        structure it asks for (:meth:`structure_of`) has that side. What the side guard keeps the answer to."""
         words = normalise(match.text).split()
         said = sentence_side(" ".join(words))
-        if said is None and match.method == "canonical" and match.target in self.names:
-            letters = [w for w in words if w in ("l", "r")]
-            side = self._sides[self.names.index(match.target)][0]
-            if len(letters) == 1 and side == ("left" if letters[0] == "l" else "right"):
-                return side
-        return said
+        if said is not None:
+            return said
+        letter, target = _letter_side(words), self.structure_of(match)
+        return letter if letter is not None and target in self.names and \
+            self._sides[self.names.index(target)][0] == letter else None
 
     def structure_of(self, match: PromptMatch, min_cosine: float = 0.6) -> str | None:
         """The trained target a prompt asks for and nothing more: its matched target, or for a prompt answered
         with its own embedding the nearest phrasing's target (cosine >= ``min_cosine``) when the prompt uses no
         word that only other targets use ("the right psoas muscle" -> "right iliopsoas"; "left kidney and liver"
         -> None). Used by the side guard, which must not cut what a prompt asks for besides its nearest target; a
-        part of that target ("left kidney cyst") lies on its side, so kind words do not count here."""
+        lesion of that target ("left kidney cyst") lies on its side, a vessel or duct ("left renal vein") need not."""
         if match.target is not None:
             return match.target
         if match.method != "nearest embedding" or not match.nearest_target or match.cosine < min_cosine:
             return None
         nearest = self.names.index(match.nearest_target)
-        return None if self._says_more(match.text, nearest, kinds=False) else match.nearest_target
+        return None if self._says_more(match.text, nearest, kinds=_BEYOND_ORGAN) else match.nearest_target
 
     def _class_target(self, name: str, cosines: np.ndarray) -> int | None:
         candidates = self._targets_of_class.get(name, [])

@@ -65,6 +65,12 @@ def pair_wordings(structure: str) -> list[str]:
     return [t.format(s=structure, p=plural(structure)) for t in _PAIR_TEMPLATES]
 
 
+def _key(text: str) -> str:
+    """What makes two phrasings the same for training: their normalised words, except that "bilateral" stays its own
+    word (matching reads it as "both", but "bilateral kidneys" is a phrasing of its own to train on)."""
+    return normalise(re.sub(r"\bbilateral\b", "bilateralword", text, flags=re.IGNORECASE))
+
+
 def generated_wordings(targets: Sequence, modality: str | None = None) -> dict[str, list[str]]:
     """target name -> new phrasings for the targets that name a side and for left/right pair regions.
 
@@ -72,13 +78,13 @@ def generated_wordings(targets: Sequence, modality: str | None = None) -> dict[s
     pair when its labels are exactly one target of each side with the same structure.
     """
     by_values = {tuple(t.label_values): t for t in targets if not t.is_region}
-    used = {normalise(p) for t in targets for p in (t.name, *t.prompts)}
+    used = {_key(p) for t in targets for p in (t.name, *t.prompts)}
     out: dict[str, list[str]] = {}
 
     def take(name: str, wordings: list[str]) -> None:
         new = []
         for w in wordings:
-            key = normalise(w)
+            key = _key(w)
             if key not in used:
                 used.add(key)
                 new.append(w)

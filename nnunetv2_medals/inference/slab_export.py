@@ -19,7 +19,9 @@ Algorithm 3 and instance numbering then run on the bounding box of each prompt's
 (:func:`postprocess_in_boxes`), interpolating a prompt's probabilities only inside its box and only when Algorithm 3
 needs them (several components); when those boxes add up to more than the image (labels all over it, as a noisy
 network gives them) one multi-label connected-components pass serves all labels instead
-(:func:`.postprocessing.postprocess_in_one_pass`, same output). Un-cropping and un-transposing are nnU-Net's (``bbox_used_for_cropping``,
+(:func:`.postprocessing.postprocess_in_one_pass`: the same components and rules; Algorithm 3's probabilities are
+then interpolated on the box of a label's three largest components instead of the label's box, equal up to float
+rounding). Un-cropping and un-transposing are nnU-Net's (``bbox_used_for_cropping``,
 ``transpose_backward``). Everything runs on the device of the probabilities given (CUDA or CPU).
 """
 from __future__ import annotations
@@ -230,8 +232,10 @@ def postprocess_in_boxes(label_map: np.ndarray, logits: torch.Tensor, tables, la
                          ) -> dict:
     """:func:`.postprocessing.postprocess_label_map` on the bounding box of each prompt's label (in place on
     ``label_map``); Algorithm 3's probabilities (float16, as the nnU-Net export path stores them) are interpolated
-    inside the box only when the label has several components. Returns ``{label: (box, numbered)}`` for instance
-    prompts (``box`` None when the label is absent)."""
+    inside the box only when the label has several components; labels spread over the whole image get one
+    multi-label pass instead (:func:`.postprocessing.one_pass_pays`). ``labels`` are distinct (the predictor
+    rejects a label given twice). Returns ``{label: (box, numbered)}`` for instance prompts (``box`` None when the
+    label is absent)."""
     boxes = ndimage.find_objects(label_map, max_label=int(max(labels)))
     if one_pass_pays(boxes, label_map.size, labels, instance, multi_part):
         return postprocess_in_one_pass(label_map, lambda n, box: _probabilities(logits[n], tables, box), labels,

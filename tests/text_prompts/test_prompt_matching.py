@@ -35,7 +35,9 @@ SPINE_AND_LUNGS = ADRENALS + [("left ribs", ["left ribs", "ribs on the left"]),
                               ("left lung upper lobe", ["left lung upper lobe", "lung upper lobe, left"]),
                               ("left lung lower lobe", ["left lung lower lobe", "lung lower lobe, left"]),
                               ("right lung lower lobe", ["right lung lower lobe", "lung lower lobe, right"]),
-                              ("left lung", ["left lung"]), ("thoracic vertebrae", ["thoracic vertebrae"])]
+                              ("left lung", ["left lung"]), ("thoracic vertebrae", ["thoracic vertebrae"]),
+                              ("L5 vertebra", ["L5 vertebra", "fifth lumbar vertebra"]),
+                              ("lumbar vertebrae", ["lumbar vertebrae"])]
 
 
 def _matcher(targets, encoder, modality):
@@ -71,6 +73,13 @@ def _matcher(targets, encoder, modality):
     (SPINE_AND_LUNGS, "CT", "Th12", "T12 vertebra"),
     (SPINE_AND_LUNGS, "CT", "thoracic vertebra 12", "T12 vertebra"),
     (SPINE_AND_LUNGS, "CT", "lower lobe of the left lung", "left lung lower lobe"),
+    # a count is no number of one structure
+    (SPINE_AND_LUNGS, "CT", "the five lumbar vertebrae", "lumbar vertebrae"),
+    (SPINE_AND_LUNGS, "CT", "all twelve thoracic vertebrae", "thoracic vertebrae"),
+    (SPINE_AND_LUNGS, "CT", "the twelve ribs on the left", "left ribs"),
+    # a contrast phase names no vessel
+    (PHANTOM, "CT", "liver in the arterial phase", "liver"),
+    (PHANTOM, "CT", "venous phase spleen", "spleen"),
 ])
 def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modality, prompt, expected):
     (found,) = _matcher(targets, text_encoder, modality).match([prompt], text_encoder.encode([prompt]))
@@ -150,8 +159,12 @@ def test_another_kind_of_structure_is_not_the_organ_it_goes_with(text_encoder, p
     assert found.target is None and found.method == "nearest embedding"
     if "vein" not in prompt:                      # (the portal vein is a vein: no warning for "right renal vein")
         assert "no trained target is one" in found.warning
-    if "left" in prompt:                          # the side guard still keeps it on its side, as its organ's
-        assert _matcher(targets, text_encoder, "CT").structure_of(found) == found.nearest_target
+    assert found.meant_target() is None            # its size and parts are not the organ's
+    matcher = _matcher(targets, text_encoder, "CT")
+    if "left" in prompt:                          # a lesion is guarded on its organ's side, a vessel is not
+        assert matcher.structure_of(found) == found.nearest_target and matcher.side_of(found) == "left"
+    if "renal" in prompt:
+        assert matcher.structure_of(found) is None
     (kept,) = _matcher(targets, text_encoder, "CT").match(["the portal vein"], text_encoder.encode(["the portal vein"]))
     assert kept.target == "portal vein" and kept.warning is None
 
@@ -164,6 +177,14 @@ def test_words_of_several_targets_phrasings_match_none_of_them(text_encoder, pro
                           ("liver", ["liver", "organ in the right upper abdomen"])]
     (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
     assert found.target is None and found.method == "nearest embedding"
+
+
+def test_report_shorthand_of_a_kind_the_model_lacks_keeps_its_side(text_encoder):
+    """"R kidney cyst": no target is a cyst, so the prompt keeps its own embedding - but on the right side."""
+    matcher = _matcher(PHANTOM, text_encoder, "CT")
+    (found,) = matcher.match(["R kidney cyst"], text_encoder.encode(["R kidney cyst"]))
+    assert matcher.side_of(found) == "right"
+    assert found.target in (None, "right kidney") and (found.target or found.nearest_target) != "left kidney"
 
 
 @pytest.mark.parametrize("prompt,side", [("L kidney", "left"), ("kidney, right", "right"), ("R/O liver lesion", None),
