@@ -98,7 +98,20 @@ def predict_prompted_files(predictor, prompt_file: PromptFile, source_folder: st
         image, properties, masks = read_case(predictor, files, prompts)
         result = predictor.predict_image(image, properties, prompts, masks, source=str(files[0]))
         write_prediction(result, out, reader_writer, ending, save_probabilities, overlay)
-        found = ", ".join(f"{p['text']}={p['volume_ml']} mL" for p in result.summary["prompts"])
-        print(f"{case}: {found}")
+        print(case_report(case, result.summary))
         written.append(out + ending)
     return written
+
+
+def case_report(case: str, summary: dict) -> str:
+    """What prediction prints per case: each prompt's volume; and for a prompt answered from its own embedding that
+    found nothing, the nearest phrasing the model was trained on, to ask for instead if that is what was meant (the
+    prompt is not replaced by it: an unseen wording may name something the model does not know)."""
+    lines = [f"{case}: " + ", ".join(f"{p['text']}={p['volume_ml']} mL" for p in summary["prompts"])]
+    for p in summary["prompts"]:
+        match = p.get("match") or {}
+        if p["voxels"] == 0 and match.get("method") in ("nearest embedding", "raw") and match.get("nearest_phrasing"):
+            lines.append(f"  note: {p['text']!r} found nothing; the nearest phrasing the model was trained on is "
+                         f"{match['nearest_phrasing']!r} (cosine {match['cosine']:.2f}): ask for that if it is what "
+                         f"you mean")
+    return "\n".join(lines)

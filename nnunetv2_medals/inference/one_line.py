@@ -28,7 +28,7 @@ from nnunetv2_medals.geometry import is_canonical, plans_reader_writer, stored_o
 from nnunetv2_medals.inference.case_files import checked_image_header, read_case
 from nnunetv2_medals.inference.dicom import DicomSeries, largest_series, read_dicom_case, write_dicom_seg
 from nnunetv2_medals.inference.export import PromptedPrediction, write_prediction
-from nnunetv2_medals.inference.folders import check_prompt_texts
+from nnunetv2_medals.inference.folders import case_report, check_prompt_texts
 from nnunetv2_medals.inference.model_files import resolve_model
 from nnunetv2_medals.io_utils import atomic_write_json, refuse_output_inside_input
 from nnunetv2_medals.overlay import write_overlay_png
@@ -233,7 +233,7 @@ def predict_scans(predictor, scans: Sequence[ScanInput], prompt_file: PromptFile
         if output_type == "dicom_seg":
             stored = sitk.GetArrayFromImage(stored_order_image(result.label_map, props))
             write_dicom_seg(stored, prompts, scan.dicom, out.with_name(f"{scan.name}_seg.dcm"))
-        print(f"{scan.name}: " + ", ".join(f"{p['text']}={p['volume_ml']} mL" for p in result.summary["prompts"]))
+        print(case_report(scan.name, result.summary))
         written.append(out.with_name(scan.name + OUTPUT_ENDING))
     return written
 

@@ -262,3 +262,22 @@ def test_a_folder_of_scans_with_a_prompt_file_keeps_the_files_label_values(smoke
     bad = run(["nnunetv2_medals", "predict", "-i", str(folder), "-o", str(tmp_path / "bad"), "-m",
                str(smoke_model["dir"]), "-p", "liver", "--prompts", str(prompt_file)], smoke_model["env"], check=False)
     assert bad.returncode != 0 and "not both" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_a_prompt_that_found_nothing_is_told_the_nearest_trained_phrasing():
+    """An unseen wording answered from its own embedding that finds nothing ("the right psoas muscle" on the CT job's
+    model) gets a note naming the nearest trained phrasing; a matched target that finds nothing, or a prompt that
+    found something, gets none (the prompt itself is never replaced)."""
+    from nnunetv2_medals.inference.folders import case_report
+
+    def prompt(text, voxels, method, nearest="right iliopsoas muscle"):
+        return {"text": text, "voxels": voxels, "volume_ml": voxels * 0.1,
+                "match": {"method": method, "nearest_phrasing": nearest, "cosine": 0.7312}}
+
+    summary = {"prompts": [prompt("the right psoas muscle", 0, "nearest embedding"),
+                           prompt("right kidney", 0, "canonical", "right kidney"),
+                           prompt("right erector spinae", 120, "nearest embedding", "right autochthon")]}
+    lines = case_report("ct_test", summary).splitlines()
+    assert lines[0] == "ct_test: the right psoas muscle=0.0 mL, right kidney=0.0 mL, right erector spinae=12.0 mL"
+    assert lines[1:] == ["  note: 'the right psoas muscle' found nothing; the nearest phrasing the model was trained "
+                         "on is 'right iliopsoas muscle' (cosine 0.73): ask for that if it is what you mean"]
