@@ -58,16 +58,27 @@ def keep_confident_components(mask: np.ndarray, probabilities: np.ndarray, tau: 
         return mask.copy()
     sizes = np.bincount(components[mask[box]], minlength=n + 1)[1:]    # counted on the mask only: fast when sparse
     top = np.argsort(-sizes, kind="stable")[:3] + 1                     # T, largest first (component ids)
-    # p_i: the probabilities are read on T's voxels only (in raster order, summed in float64 as ndimage.mean does)
+    # p_i: the probabilities summed per component of T (float64, :func:`_sums_by_code`)
     code_of = np.zeros(n + 1, np.uint8)
     code_of[top] = np.arange(1, len(top) + 1)
     code = code_of[components]                                          # 1..3 on T, 0 elsewhere
-    in_top = code > 0
-    sums = np.bincount(code[in_top], weights=probabilities[box][in_top].astype(np.float32), minlength=len(top) + 1)
+    sums = _sums_by_code(code, probabilities[box], len(top))
     keep = confident_choice(sizes[top - 1], sums[1:] / sizes[top - 1], tau, min_confidence, size_ratio)
     out = np.zeros_like(mask)
     out[box] = np.concatenate(([False], keep))[code]
     return out
+
+
+def _sums_by_code(code: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
+    """Per code 0..n the sum of ``values`` (as float32, summed in float64) over the voxels of that code, slab by slab
+    along the first axis: no boolean selection of the voxels (which cost seconds per label on whole-image boxes)
+    and temporaries of a slab's size."""
+    rows = max(1, (1 << 22) // max(1, int(np.prod(code.shape[1:]))))
+    sums = np.zeros(n + 1)
+    for i in range(0, code.shape[0], rows):
+        sums += np.bincount(code[i:i + rows].ravel(), weights=np.asarray(values[i:i + rows], np.float32).ravel(),
+                            minlength=n + 1)
+    return sums
 
 
 def confident_choice(sizes: np.ndarray, p: np.ndarray, tau: float = 0.1, min_confidence: float = 0.86,
@@ -224,10 +235,7 @@ def postprocess_in_one_pass(label_map: np.ndarray, probability, labels: Sequence
             box = box_of(top)
             code_of = np.zeros(count + 1, np.uint8)
             code_of[top] = np.arange(1, len(top) + 1)
-            code = code_of[components[box]]
-            in_top = code > 0
-            sums = np.bincount(code[in_top], weights=probability(n, box)[in_top].astype(np.float32),
-                               minlength=len(top) + 1)
+            sums = _sums_by_code(code_of[components[box]], probability(n, box), len(top))
             drop[np.setdiff1d(ids, top[confident_choice(sizes[top], sums[1:] / sizes[top])])] = True
     if drop.any():
         label_map[drop[components]] = 0
