@@ -73,6 +73,8 @@ def _sums_by_code(code: np.ndarray, values: np.ndarray, n: int) -> np.ndarray:
     """Per code 0..n the sum of ``values`` (as float32, summed in float64) over the voxels of that code, slab by slab
     along the first axis: no boolean selection of the voxels (which cost seconds per label on whole-image boxes)
     and temporaries of a slab's size."""
+    if code.shape != values.shape:
+        raise ValueError(f"codes of shape {code.shape} but values of shape {values.shape}")
     rows = max(1, (1 << 22) // max(1, int(np.prod(code.shape[1:]))))
     sums = np.zeros(n + 1)
     for i in range(0, code.shape[0], rows):

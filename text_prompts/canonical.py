@@ -49,9 +49,8 @@ _ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen",
                      "myocardial": "myocardium", "uterine": "uterus", "cervical": "cervix",
                      # abbreviations the challenge phrasings use
                      "ivc": "inferior vena cava", "svc": "superior vena cava", "ivd": "intervertebral disc",
-                     # brain: adjectives, and FreeSurfer's name of the globus pallidus ("Left-Pallidum")
-                     "hippocampal": "hippocampus", "amygdaloid": "amygdala", "thalamic": "thalamus",
-                     "cerebellar": "cerebellum", "pontine": "pons", "pallidum": "globus pallidus"}
+                     "hippocampal": "hippocampus", "amygdaloid": "amygdala", "thalamic": "thalamus", "pontine": "pons",
+                     "cerebellar": "cerebellum", "pallidum": "globus pallidus"}  # FreeSurfer's "Left-Pallidum"
 # other words for a side: Latin (anatomical nomenclature) and radiology-report abbreviations
 # (single letters are not sides: "R/O", "L-spine", "L1")
 _SIDE_SYNONYMS = {"bilateral": "both",
@@ -64,14 +63,13 @@ _ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seven
 _ORDINALS = {w: str(i) for i, w in enumerate(_ORDINAL_WORDS, start=1)}
 # cardinals from three on after the word they number ("rib eleven", "ventricle four"); "one" and "two" stay words
 # ("the two kidneys"), and so does a count ("the five lumbar vertebrae", "all twelve ribs", "twelve left ribs")
-_CARDINALS = {w: str(i) for i, w in enumerate(("three", "four", "five", "six", "seven", "eight", "nine", "ten",
-                                                "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen",
-                                                "seventeen", "eighteen", "nineteen", "twenty"), start=3)}
-_COUNTED_AFTER = frozenset({"the", "all", "a", "an", "of", "and", "or", "these", "those", "its", "their", "both"})
+_CARDINALS = {w: str(i) for i, w in enumerate("three four five six seven eight nine ten eleven twelve thirteen "
+                                               "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split(), 3)}
+_COUNTED_AFTER = frozenset("the all a an of and or these those its their both left right".split())
 _IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
-              "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus",
-              "amygdalae": "amygdala", "putamina": "putamen", "cortices": "cortex", "globi": "globus",
-              "pallidi": "pallidus", "thrombi": "thrombus", "emboli": "embolus"}
+              "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus", "amygdalae": "amygdala",
+              "putamina": "putamen", "cortices": "cortex", "globi": "globus", "pallidi": "pallidus",
+              "thrombi": "thrombus", "emboli": "embolus"}
 _NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")
 _MODALITY_WORDS = {
     "CT": ("ct", "computed tomography", "cta", "cect"),
@@ -93,9 +91,9 @@ def _singular(word: str) -> str:
 
 
 def normalise(text: str) -> str:
-    """Lower-case, drop punctuation and possessives, write ordinals and cardinals from three on as numbers
-    ("eleventh", "11th", "eleven" -> 11; "T-12", "Th12" -> t12), singularise, map organ adjectives, side synonyms
-    ("dexter" -> right, "lt" -> left, "bilateral" -> both) and lesion words."""
+    """Lower-case, drop punctuation and possessives, write ordinals and numbering cardinals as numbers ("eleventh",
+    "11th", "rib eleven" -> 11; "T-12", "Th12" -> t12), singularise, map organ adjectives, side synonyms ("dexter"
+    -> right, "lt" -> left, "bilateral" -> both) and lesion words."""
     text = text.lower().replace("'s", " ").replace("’s", " ")
     text = re.sub(r"\bth[\s-]?(\d{1,2})\b", r"t\1", text)         # "Th12" (thoracic, as European reports write it)
     text = re.sub(r"\b([ctls])[\s-](\d{1,2})\b", r"\1\2", text)   # vertebra names: "T-12", "L 1" -> t12, l1
@@ -103,8 +101,10 @@ def normalise(text: str) -> str:
     out = []
     for w in words:
         w = re.sub(r"^(\d+)(?:st|nd|rd|th)$", r"\1", w)              # "11th" -> 11
-        if w in _CARDINALS and out and out[-1].isalpha() and out[-1] not in _COUNTED_AFTER:
-            w = _CARDINALS[w]
+        after = out[-1] if out else ""
+        if w in _CARDINALS and (after.isdigit() or (after.isalpha() and after not in _COUNTED_AFTER) or
+                                (after in ("and", "or", "to", "through") and out[-2:-1] and out[-2].isdigit())):
+            w = _CARDINALS[w]                                       # "rib eleven", "ribs eleven, twelve"
         w = _ORDINALS.get(w, w)
         w = _singular(w)
         w = _ORGAN_ADJECTIVES.get(w, w)

@@ -27,6 +27,7 @@ and spleen"); such prompts keep their own embedding.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -60,13 +61,20 @@ def kind_words(words: Sequence[str]) -> set[str]:
     return {w for i, w in enumerate(words) if w in KIND_WORDS and words[i + 1:i + 2] != ["phase"]}
 
 
-def _letter_side(words: Sequence[str]) -> str | None:
-    """Report shorthand: the side of the one single letter l/r in normalised ``words`` that name no side otherwise
-    ("L putamen", "R kidney cyst"); None for none, several, or with a side word."""
-    letters = [w for w in words if w in ("l", "r")]
-    if len(letters) != 1 or sentence_side(" ".join(words)) is not None or " r o " in f" {' '.join(words)} ":
-        return None                                   # "R/O": rule out
-    return "left" if letters[0] == "l" else "right"
+#: a letter L/R standing alone in the raw text: not part of a word ("Rückenmuskulatur", "lóbulo"), an elision
+#: ("l'autochtone") or a hyphenated or slashed token ("L-spine", "R/O", "L/S"); parentheses are fine ("kidney (R)")
+_LONE_LETTER = re.compile(r"(?<![\w'’/-])([LRlr])(?![\w'’/-])")
+
+
+def _letter_side(text: str) -> str | None:
+    """Report shorthand: the side of the one lone letter L/R of a prompt that names no side in words ("L putamen",
+    "R kidney cyst", "hippocampus L"); None for none, several, a side word, or a letter inside a token."""
+    words = normalise(text).split()
+    letters = _LONE_LETTER.findall(text)
+    if len(letters) != 1 or [w for w in words if w in ("l", "r")] != [letters[0].lower()] or \
+            sentence_side(" ".join(words)) is not None:
+        return None
+    return "left" if letters[0].lower() == "l" else "right"
 
 
 @dataclass(frozen=True)
@@ -82,13 +90,15 @@ class PromptMatch:
     nearest_target: str
     cosine: float
     warning: str | None = None
+    #: the prompt names a kind of structure (:data:`KIND_WORDS`) its nearest target is not ("left kidney cyst")
+    other_kind: bool = False
 
     def meant_target(self, min_cosine: float = 0.6) -> str | None:
         """The trained target this prompt stands for: the matched one, else the nearest phrasing's target when it is
         at least ``min_cosine`` close (sizes for dynamic resampling, multi-part structures), else None. A prompt for
-        another kind of structure than its answer ("left kidney cysts", answered from its own embedding or the
-        side-corrected kidney's) stands for no target: its size and parts are not the organ's."""
-        if self.method in ("nearest embedding", "side corrected") and kind_words(normalise(self.text).split()):
+        another kind of structure than its nearest target (``other_kind``: "left kidney cysts") stands for no
+        target: its size and parts are not the organ's."""
+        if self.other_kind:
             return None
         if self.target is not None:
             return self.target
@@ -99,7 +109,7 @@ class PromptMatch:
     def to_json(self) -> dict:
         d = asdict(self)
         d["cosine"] = round(float(self.cosine), 4)
-        return {k: v for k, v in d.items() if k != "text"}
+        return {k: v for k, v in d.items() if k not in ("text", "other_kind")}
 
 
 class VocabularyMatcher:
@@ -178,10 +188,14 @@ class VocabularyMatcher:
                 article = "an" if kinds[0][0] in "aeiou" else "a"
                 warning = (f"prompt {text!r} asks for {article} {kinds[0]}, and no trained target is one; its result "
                            f"is the nearest thing the model knows ({self.phrasings[best]!r}, cosine {row[best]:.2f})")
-            # the side it names: side words, else report shorthand ("R kidney cyst": a single R reads as right here,
-            # where the answer would otherwise be the nearest target whatever its side)
-            side = sentence_side(normalise(text)) or _letter_side(normalise(text).split())
-            if side is not None and nearest_target >= 0:
+            # a cyst, vessel, ... its nearest target is not: never answered with that organ's embedding (the side
+            # guard keeps a lesion on the side it names, :meth:`structure_of`)
+            other_kind = bool(nearest_target >= 0 and
+                              kind_words(normalise(text).split()) - self._target_words[nearest_target])
+            # the side it names: side words, else report shorthand ("R kidney": a lone R reads as right here, where
+            # the answer would otherwise be the nearest target whatever its side)
+            side = sentence_side(normalise(text)) or _letter_side(text)
+            if side is not None and nearest_target >= 0 and not other_kind:
                 target_side = self._sides[nearest_target][0]
                 if target_side is not None and target_side != side:
                     other = self.counterpart(nearest_target, side)
@@ -191,7 +205,7 @@ class VocabularyMatcher:
                                                                 f"and it has no {side} counterpart")
                     out.append(PromptMatch(text, self.names[other], "side corrected", warning=warning, **nearest))
                     continue
-            out.append(PromptMatch(text, None, "nearest embedding", warning=warning, **nearest))
+            out.append(PromptMatch(text, None, "nearest embedding", warning=warning, other_kind=other_kind, **nearest))
         return out
 
     def _letter_side_target(self, text: str, cosines: np.ndarray) -> int | None:
@@ -199,7 +213,7 @@ class VocabularyMatcher:
         when the prompt then matches a trained target of that side canonically. Single letters are no sides
         elsewhere ("R/O", "L-spine"), and a target without a side is not reached this way."""
         words = normalise(text).split()
-        side = _letter_side(words)
+        side = _letter_side(text)
         if side is None:
             return None
         target = self._canonical_target(" ".join(side if w == side[0] else w for w in words), cosines)
@@ -237,7 +251,7 @@ class VocabularyMatcher:
         said = sentence_side(" ".join(words))
         if said is not None:
             return said
-        letter, target = _letter_side(words), self.structure_of(match)
+        letter, target = _letter_side(match.text), self.structure_of(match)
         return letter if letter is not None and target in self.names and \
             self._sides[self.names.index(target)][0] == letter else None
 
@@ -249,7 +263,19 @@ class VocabularyMatcher:
         lesion of that target ("left kidney cyst") lies on its side, a vessel or duct ("left renal vein") need not."""
         if match.target is not None:
             return match.target
-        if match.method != "nearest embedding" or not match.nearest_target or match.cosine < min_cosine:
+        if match.method != "nearest embedding":
+            return None
+        if match.other_kind:
+            # a lesion lies in the organ its other words name ("R kidney cyst" -> right kidney); a vessel need not
+            words = normalise(match.text).split()
+            if kind_words(words) & _BEYOND_ORGAN:
+                return None
+            organ_words = " ".join(w for w in words if w not in KIND_WORDS)
+            unknown = np.zeros(len(self.phrasings))
+            organ = self._letter_side_target(organ_words, unknown)
+            organ = self._canonical_target(organ_words, unknown) if organ is None else organ
+            return None if organ is None else self.names[organ]
+        if not match.nearest_target or match.cosine < min_cosine:
             return None
         nearest = self.names.index(match.nearest_target)
         return None if self._says_more(match.text, nearest, kinds=_BEYOND_ORGAN) else match.nearest_target

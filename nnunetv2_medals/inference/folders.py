@@ -12,6 +12,7 @@ from nnunetv2_medals.geometry import plans_reader_writer
 from nnunetv2_medals.inference.case_files import read_case
 from nnunetv2_medals.inference.export import case_files, summary_matches, write_prediction
 from nnunetv2_medals.io_utils import refuse_output_inside_input
+from nnunetv2_medals.text_prompts.canonical import normalise
 from nnunetv2_medals.text_prompts.prompt_file import PromptFile
 
 
@@ -110,8 +111,10 @@ def case_report(case: str, summary: dict) -> str:
     lines = [f"{case}: " + ", ".join(f"{p['text']}={p['volume_ml']} mL" for p in summary["prompts"])]
     for p in summary["prompts"]:
         match = p.get("match") or {}
-        if p["voxels"] == 0 and match.get("method") in ("nearest embedding", "raw") and match.get("nearest_phrasing"):
+        nearest = match.get("nearest_phrasing")
+        if p.get("voxels") == 0 and match.get("method") in ("nearest embedding", "raw") and nearest and \
+                normalise(nearest) != normalise(p["text"]):
+            cosine = f" (cosine {match['cosine']:.2f})" if isinstance(match.get("cosine"), (int, float)) else ""
             lines.append(f"  note: {p['text']!r} found nothing; the nearest phrasing the model was trained on is "
-                         f"{match['nearest_phrasing']!r} (cosine {match['cosine']:.2f}): ask for that if it is what "
-                         f"you mean")
+                         f"{nearest!r}{cosine}: ask for that if it is what you mean")
     return "\n".join(lines)

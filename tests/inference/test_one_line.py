@@ -277,7 +277,13 @@ def test_a_prompt_that_found_nothing_is_told_the_nearest_trained_phrasing():
     summary = {"prompts": [prompt("the right psoas muscle", 0, "nearest embedding"),
                            prompt("right kidney", 0, "canonical", "right kidney"),
                            prompt("right erector spinae", 120, "nearest embedding", "right autochthon")]}
-    lines = case_report("ct_test", summary).splitlines()
-    assert lines[0] == "ct_test: the right psoas muscle=0.0 mL, right kidney=0.0 mL, right erector spinae=12.0 mL"
+    summary["prompts"].append(prompt("right iliopsoas muscle", 0, "raw", "right iliopsoas muscle"))  # itself
+    summary["prompts"].append({"text": "x", "voxels": 0, "volume_ml": 0.0,
+                               "match": {"method": "raw", "nearest_phrasing": "spleen", "cosine": None}})
+    lines = case_report("ct_test", summary).splitlines()[:2]
+    assert lines[0].startswith("ct_test: the right psoas muscle=0.0 mL, right kidney=0.0 mL, right erector spinae=12.0 mL")
+    assert case_report("c", summary).splitlines()[2:] == ["  note: 'x' found nothing; the nearest phrasing the model "
+                                                          "was trained on is 'spleen': ask for that if it is what you "
+                                                          "mean"]
     assert lines[1:] == ["  note: 'the right psoas muscle' found nothing; the nearest phrasing the model was trained "
                          "on is 'right iliopsoas muscle' (cosine 0.73): ask for that if it is what you mean"]

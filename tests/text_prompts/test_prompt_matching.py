@@ -179,12 +179,33 @@ def test_words_of_several_targets_phrasings_match_none_of_them(text_encoder, pro
     assert found.target is None and found.method == "nearest embedding"
 
 
-def test_report_shorthand_of_a_kind_the_model_lacks_keeps_its_side(text_encoder):
-    """"R kidney cyst": no target is a cyst, so the prompt keeps its own embedding - but on the right side."""
+@pytest.mark.parametrize("prompt", ["R kidney cyst", "right kidney cyst", "kidney cyst (R)"])
+def test_a_lesion_the_model_lacks_keeps_its_own_embedding_and_its_side(text_encoder, prompt):
+    """No target is a cyst: the prompt is never answered with a kidney's embedding (not even the side-corrected
+    one), and the side guard keeps it on the right kidney's side, whichever kidney its embedding is nearest to."""
     matcher = _matcher(PHANTOM, text_encoder, "CT")
-    (found,) = matcher.match(["R kidney cyst"], text_encoder.encode(["R kidney cyst"]))
-    assert matcher.side_of(found) == "right"
-    assert found.target in (None, "right kidney") and (found.target or found.nearest_target) != "left kidney"
+    (found,) = matcher.match([prompt], text_encoder.encode([prompt]))
+    assert found.target is None and found.method == "nearest embedding" and found.other_kind
+    assert found.meant_target() is None and "other_kind" not in found.to_json()
+    assert matcher.side_of(found) == "right" and matcher.structure_of(found) == "right kidney"
+
+
+@pytest.mark.parametrize("prompt", ["L-spine erector spinae", "Rückenmuskulatur links", "l'autochtone droit",
+                                    "R/O left kidney lesion", "lóbulo renal"])
+def test_letters_inside_tokens_are_no_side(text_encoder, prompt):
+    """Only a lone L/R is report shorthand: not the L of "L-spine", an elision ("l'"), "R/O", or a letter split off
+    a word with an accent ("Rückenmuskulatur", "lóbulo")."""
+    from nnunetv2_medals.text_prompts.prompt_matching import _letter_side
+
+    assert _letter_side(prompt) is None
+    assert _letter_side("kidney (R)") == "right" and _letter_side("hippocampus L") == "left"
+
+
+@pytest.mark.parametrize("prompt,expected", [("left ribs eleven, twelve", None), ("left ribs eleven or twelve", None),
+                                             ("the left twelve ribs", "left ribs")])
+def test_a_list_of_numbers_is_not_its_first_number(text_encoder, prompt, expected):
+    (found,) = _matcher(SPINE_AND_LUNGS, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    assert found.target == expected
 
 
 @pytest.mark.parametrize("prompt,side", [("L kidney", "left"), ("kidney, right", "right"), ("R/O liver lesion", None),
