@@ -141,8 +141,8 @@ class VocabularyMatcher:
         self._name_side = [sentence_side(normalise(n)) for n in self.names]
         # the words each target's name and phrasings use, and the words only other targets use
         self._target_words = [set(normalise(" ".join([name, *ps])).split()) for name, ps in targets]
-        everything = set().union(*self._target_words) if self._target_words else set()
-        self._other_words = [(everything - own) - _FILLER_WORDS - {"left", "right"} for own in self._target_words]
+        self._all_words = set().union(*self._target_words) if self._target_words else set()
+        self._other_words = [(self._all_words - own) - _FILLER_WORDS - {"left", "right"} for own in self._target_words]
 
     def counterpart(self, target: int, side: str) -> int | None:
         """The target of the same structure on ``side`` ("right kidney" for "left kidney", side right)."""
@@ -178,23 +178,24 @@ class VocabularyMatcher:
             if target is not None:
                 out.append(PromptMatch(text, self.names[target], "canonical", warning=warning, **nearest))
                 continue
-            words = set(normalise(text).split())
+            norm = normalise(text)
+            words = set(norm.split())
             if ({"left", "right"} <= words and warning is None and nearest_target >= 0
                     and self._sides[nearest_target][0] is not None):
                 warning = (f"prompt {text!r} names both sides and no trained target of both sides matches it; its "
                            f"own embedding decides (ask for each side separately)")
-            kinds = sorted(kind_words(normalise(text).split()) - set().union(*self._target_words))
+            prompt_kinds = kind_words(norm.split())
+            kinds = sorted(prompt_kinds - self._all_words)
             if kinds and warning is None:
                 article = "an" if kinds[0][0] in "aeiou" else "a"
                 warning = (f"prompt {text!r} asks for {article} {kinds[0]}, and no trained target is one; its result "
                            f"is the nearest thing the model knows ({self.phrasings[best]!r}, cosine {row[best]:.2f})")
             # a cyst, vessel, ... its nearest target is not: never answered with that organ's embedding (the side
             # guard keeps a lesion on the side it names, :meth:`structure_of`)
-            other_kind = bool(nearest_target >= 0 and
-                              kind_words(normalise(text).split()) - self._target_words[nearest_target])
+            other_kind = bool(nearest_target >= 0 and prompt_kinds - self._target_words[nearest_target])
             # the side it names: side words, else report shorthand ("R kidney": a lone R reads as right here, where
             # the answer would otherwise be the nearest target whatever its side)
-            side = sentence_side(normalise(text)) or _letter_side(text)
+            side = sentence_side(norm) or _letter_side(text)
             if side is not None and nearest_target >= 0 and not other_kind:
                 target_side = self._sides[nearest_target][0]
                 if target_side is not None and target_side != side:
