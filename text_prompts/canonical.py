@@ -9,7 +9,8 @@ The maps are built from a BiomedSegFM-style prompt file (``{"<dataset>": {"<id>"
 * **variant map** per modality: every normalised phrasing -> its canonical class.
 
 A sentence is normalised the same way (case, punctuation, plurals, ordinals such as "eleventh"/"11th" -> 11, organ
-adjectives such as "renal" -> "kidney", lesion words such as "tumour", "lesions", "carcinoma" -> one lesion token)
+adjectives such as "renal" -> "kidney", lesion words such as "tumour", "lesions", "carcinoma" -> one lesion token;
+contrast phases such as "portal venous phase" dropped)
 and the **longest** variant it contains wins (a two-word compound also matches written as one word, and the other
 way round: "brainstem" / "brain stem"), subject to two rules: **laterality** (a sentence that says "left"
 never maps to a class without that side or with the other side; "left lung" is found from the class "lung" when the
@@ -30,62 +31,21 @@ from typing import Mapping
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import read_json
 from nnunetv2_medals.paths import MODALITIES
+from nnunetv2_medals.text_prompts.word_lists import (CARDINALS, CONTRAST_PHASE, COUNTED_AFTER, IRREGULAR, LESION_WORDS,
+                                                      MODALITY_WORDS, NO_PLURAL_ENDINGS, ORDINALS, ORGAN_ADJECTIVES,
+                                                      SIDE_SYNONYMS)
 
 PACKAGED_PROMPTS = "biomedsegfm_text_prompts.json"
 LESION_TOKEN = "tumor"
 SIDES = ("left", "right")
 
-_LESION_WORDS = {"tumor", "tumour", "lesion", "cancer", "carcinoma", "neoplasm", "metastasis", "metastase",
-                 "malignancy", "mass", "met"}  # "met": "mets", report shorthand for metastases
-# adjective -> the organ noun the class maps use; applied to sentences and variants alike
-_ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen", "pulmonary": "lung",
-                     "cardiac": "heart", "gastric": "stomach", "pancreatic": "pancreas", "prostatic": "prostate",
-                     "cerebral": "brain", "vertebral": "vertebra", "thyroidal": "thyroid", "esophageal": "esophagus",
-                     "oesophageal": "esophagus", "oesophagus": "esophagus", "colonic": "colon", "aortic": "aorta",
-                     "nephric": "kidney", "duodenal": "duodenum", "sacral": "sacrum", "humeral": "humerus",
-                     "femoral": "femur", "scapular": "scapula", "clavicular": "clavicula", "venous": "vein",
-                     "arterial": "artery", "vesical": "bladder", "caval": "cava", "cecal": "cecum",
-                     "appendiceal": "appendix", "tracheal": "trachea", "bronchial": "bronchus",
-                     "myocardial": "myocardium", "uterine": "uterus", "cervical": "cervix",
-                     # abbreviations the challenge phrasings use
-                     "ivc": "inferior vena cava", "svc": "superior vena cava", "ivd": "intervertebral disc",
-                     "hippocampal": "hippocampus", "amygdaloid": "amygdala", "thalamic": "thalamus", "pontine": "pons",
-                     "cerebellar": "cerebellum", "pallidum": "globus pallidus"}  # FreeSurfer's "Left-Pallidum"
-# other words for a side: Latin (anatomical nomenclature) and radiology-report abbreviations
-# (single letters are not sides: "R/O", "L-spine", "L1")
-_SIDE_SYNONYMS = {"bilateral": "both",
-                  "dexter": "right", "dextra": "right", "dextrum": "right", "dextral": "right", "rt": "right",
-                  "sinister": "left", "sinistra": "left", "sinistrum": "left", "sinistral": "left", "lt": "left"}
-# ordinals -> the number ("eleventh rib", "11th rib" and "rib 11" name one rib; "first lumbar vertebra" -> "1 ...")
-_ORDINAL_WORDS = ("first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
-                  "eleventh", "twelfth", "thirteenth", "fourteenth", "fifteenth", "sixteenth", "seventeenth",
-                  "eighteenth", "nineteenth", "twentieth")
-_ORDINALS = {w: str(i) for i, w in enumerate(_ORDINAL_WORDS, start=1)}
-# cardinals from three on after the word they number ("rib eleven", "ventricle four"); "one" and "two" stay words
-# ("the two kidneys"), and so does a count ("the five lumbar vertebrae", "all twelve ribs", "twelve left ribs")
-_CARDINALS = {w: str(i) for i, w in enumerate("three four five six seven eight nine ten eleven twelve thirteen "
-                                               "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split(), 3)}
-_COUNTED_AFTER = frozenset("the all a an of and or these those its their both left right".split())
-_IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
-              "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus", "amygdalae": "amygdala",
-              "putamina": "putamen", "cortices": "cortex", "globi": "globus", "pallidi": "pallidus",
-              "thrombi": "thrombus", "emboli": "embolus"}
-_NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")
-_MODALITY_WORDS = {
-    "CT": ("ct", "computed tomography", "cta", "cect"),
-    "MRI": ("mri", "mr", "magnetic resonance", "flair", "t1", "t2", "t1w", "t2w", "dwi", "adc", "t1c"),
-    "PET": ("pet", "positron emission", "fdg"),
-    "US": ("ultrasound", "sonography", "ultrasonography", "echocardiography", "sonographic"),
-    "Microscopy": ("microscopy", "microscopic", "micrograph", "electron microscopy", "fluorescence"),
-}
-
 
 def _singular(word: str) -> str:
-    if word in _IRREGULAR:
-        return _IRREGULAR[word]
+    if word in IRREGULAR:
+        return IRREGULAR[word]
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
-    if len(word) > 3 and word.endswith("s") and not word.endswith(_NO_PLURAL_ENDINGS):
+    if len(word) > 3 and word.endswith("s") and not word.endswith(NO_PLURAL_ENDINGS):
         return word[:-1]
     return word
 
@@ -93,7 +53,8 @@ def _singular(word: str) -> str:
 def normalise(text: str) -> str:
     """Lower-case, drop punctuation and possessives, write ordinals and numbering cardinals as numbers ("eleventh",
     "11th", "rib eleven" -> 11; "T-12", "Th12" -> t12), singularise, map organ adjectives, side synonyms ("dexter"
-    -> right, "lt" -> left, "bilateral" -> both) and lesion words."""
+    -> right, "lt" -> left, "bilateral" -> both) and lesion words, and drop contrast phases ("portal venous
+    phase": when the scan was taken, not the portal vein)."""
     text = text.lower().replace("'s", " ").replace("’s", " ")
     text = re.sub(r"\bth[\s-]?(\d{1,2})\b", r"t\1", text)         # "Th12" (thoracic, as European reports write it)
     text = re.sub(r"\b([ctls])[\s-](\d{1,2})\b", r"\1\2", text)   # vertebra names: "T-12", "L 1" -> t12, l1
@@ -102,15 +63,15 @@ def normalise(text: str) -> str:
     for w in words:
         w = re.sub(r"^(\d+)(?:st|nd|rd|th)$", r"\1", w)              # "11th" -> 11
         after = out[-1] if out else ""
-        if w in _CARDINALS and (after.isdigit() or (after.isalpha() and after not in _COUNTED_AFTER) or
+        if w in CARDINALS and (after.isdigit() or (after.isalpha() and after not in COUNTED_AFTER) or
                                 (after in ("and", "or", "to", "through") and out[-2:-1] and out[-2].isdigit())):
-            w = _CARDINALS[w]                                       # "rib eleven", "ribs eleven, twelve"
-        w = _ORDINALS.get(w, w)
+            w = CARDINALS[w]                                       # "rib eleven", "ribs eleven, twelve"
+        w = ORDINALS.get(w, w)
         w = _singular(w)
-        w = _ORGAN_ADJECTIVES.get(w, w)
-        w = _SIDE_SYNONYMS.get(w, w)
-        out.append(LESION_TOKEN if w in _LESION_WORDS else w)
-    return " ".join(out)
+        w = ORGAN_ADJECTIVES.get(w, w)
+        w = SIDE_SYNONYMS.get(w, w)
+        out.append(LESION_TOKEN if w in LESION_WORDS else w)
+    return " ".join(CONTRAST_PHASE.sub(" ", " ".join(out)).split())
 
 
 def sentence_side(normalised: str) -> str | None:
@@ -215,7 +176,7 @@ class Canonicaliser:
             modalities = [modality] if modality in self._classes else []
         else:
             padded = f" {norm} "
-            modalities = [m for m, words in _MODALITY_WORDS.items() if any(f" {w} " in padded for w in words)]
+            modalities = [m for m, words in MODALITY_WORDS.items() if any(f" {w} " in padded for w in words)]
             modalities = modalities or list(self._classes)
         side = sentence_side(norm)
         lesion = re.search(rf"\b{LESION_TOKEN}\b", norm) is not None

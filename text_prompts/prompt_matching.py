@@ -43,6 +43,13 @@ FAR_COSINE = 0.5
 #: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
 _FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
                            "segment", "area", "show", "find", "image", "scan", "ct", "mri", "mr", "please", "me"})
+#: words that describe the scan, not a structure ("left kidney on abdominal CT", "liver in a whole-body scan"): filler
+#: too, unless a trained target's name uses one ("abdominal wall", "chest wall"); a trained *phrasing* that
+#: uses one ("abdominal aorta") does not make it a structure word
+_SCAN_WORDS = frozenset({"abdominal", "abdomen", "chest", "thorax", "pelvic", "pelvis", "whole", "body",
+                         "imaging", "study", "exam", "examination", "series", "slice", "view", "axial",
+                         "coronal", "sagittal", "contrast", "enhanced", "unenhanced", "protocol", "volume",
+                         "computed", "tomography", "cect", "cta", "with", "oral"})
 #: words that name another kind of structure than the organ they go with ("left kidney cyst", "right renal artery",
 #: "left lung nodule"): a target whose name and phrasings lack the word is not what the prompt asks for
 KIND_WORDS = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node", "cyst", "nodule", "polyp", "stone",
@@ -56,9 +63,9 @@ _MODALITY_PREFIX = {"CT": "CT", "MRI": "MR", "PET": "PET", "US": "US", "Microsco
 
 
 def kind_words(words: Sequence[str]) -> set[str]:
-    """The :data:`KIND_WORDS` among normalised ``words``, except a contrast phase: "arterial phase", "portal venous
-    phase" (normalised "artery phase", "vein phase") name when the scan was taken, not a vessel."""
-    return {w for i, w in enumerate(words) if w in KIND_WORDS and words[i + 1:i + 2] != ["phase"]}
+    """The :data:`KIND_WORDS` among normalised ``words`` (a contrast phase, "arterial phase", is no vessel:
+    :func:`normalise` has dropped it)."""
+    return {w for w in words if w in KIND_WORDS}
 
 
 #: a letter L/R standing alone in the raw text: not part of a word ("Rückenmuskulatur", "lóbulo"), an elision
@@ -132,17 +139,18 @@ class VocabularyMatcher:
         self.phrasings = list(phrasings)
         target_of = {p: i for i, (_, ps) in enumerate(targets) for p in ps}
         self._phrasing_target = [target_of.get(p, -1) for p in self.phrasings]
-        self._phrasing_words = [set(normalise(p).split()) - _FILLER_WORDS for p in self.phrasings]
+        self._name_words = [set(normalise(n).split()) for n in self.names]
+        self._filler = _FILLER_WORDS | (_SCAN_WORDS - set().union(*self._name_words))
+        self._phrasing_words = [set(normalise(p).split()) - self._filler for p in self.phrasings]
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
         self._unit = np.asarray(embeddings, np.float32) / norms
         self._sides = [split_side(n) for n in self.names]
-        # each name's words and the side its words name (the partial-name rule compares prompts with them)
-        self._name_words = [set(normalise(n).split()) for n in self.names]
+        # the side each name's words name (the partial-name rule compares prompts with them and their words)
         self._name_side = [sentence_side(normalise(n)) for n in self.names]
         # the words each target's name and phrasings use, and the words only other targets use
         self._target_words = [set(normalise(" ".join([name, *ps])).split()) for name, ps in targets]
         self._all_words = set().union(*self._target_words) if self._target_words else set()
-        self._other_words = [(self._all_words - own) - _FILLER_WORDS - {"left", "right"} for own in self._target_words]
+        self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
 
     def counterpart(self, target: int, side: str) -> int | None:
         """The target of the same structure on ``side`` ("right kidney" for "left kidney", side right)."""
@@ -242,8 +250,7 @@ class VocabularyMatcher:
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:
             return True
-        phase = {w for w in words if w in KIND_WORDS} - kind_words(ordered)      # "arterial phase": no vessel
-        return bool((words - own - _FILLER_WORDS - phase) & (self._other_words[target] | kinds))
+        return bool((words - own - self._filler) & (self._other_words[target] | kinds))
 
     def side_of(self, match: PromptMatch) -> str | None:
         """The side a prompt names: its side words, or report shorthand ("L putamen", "R kidney cyst") when the
@@ -296,7 +303,7 @@ class VocabularyMatcher:
         of exactly one target, of the prompt's side: "left suprarenal" -> "left adrenal gland" (phrasing "left
         suprarenal gland"). Ambiguous ("kidney" with two kidneys; "suprarenal" with a left and a right one; "12" with
         rib 12 and the twelfth thoracic vertebra) or one generic word of a long description -> None."""
-        words = set(normalise(text).split()) - _FILLER_WORDS
+        words = set(normalise(text).split()) - self._filler
         if not words - {"left", "right"}:
             return None                                  # a side alone names no structure
         side = sentence_side(" ".join(words))

@@ -84,6 +84,18 @@ def test_normalise():
     assert normalise("T-12 vertebra") == normalise("t12 vertebra") == "t12 vertebra"
 
 
+@pytest.mark.parametrize("text,expected", [
+    ("liver, portal venous phase", "liver"),                         # not the portal vein
+    ("portal vein in the portal venous phase", "portal vein in the"),
+    ("renal artery, arterial phase", "kidney artery"),               # the vessel stays, the phase goes
+    ("arterial-phase spleen", "spleen"),
+    ("kidneys in the delayed and excretory phases", "kidney in the"),
+    ("pancreas on the non-contrast phase", "pancreas on the"),
+])
+def test_contrast_phases_are_no_structures(text, expected):
+    assert normalise(text) == expected
+
+
 def test_numbered_structures_are_found_by_number_not_by_their_region():
     """'11th rib on the left' is rib 11, not the region of all left ribs, however the number is written; a
     variant that carries the sentence's number wins over a longer one that does not."""

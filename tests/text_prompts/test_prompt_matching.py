@@ -80,6 +80,13 @@ def _matcher(targets, encoder, modality):
     # a contrast phase names no vessel
     (PHANTOM, "CT", "liver in the arterial phase", "liver"),
     (PHANTOM, "CT", "venous phase spleen", "spleen"),
+    (PHANTOM + [("portal vein", ["portal vein"])], "CT", "liver, portal venous phase", "liver"),
+    # words that describe the scan are no structure, though a trained phrasing uses one ("abdominal aorta")
+    (PHANTOM + [("aorta", ["aorta", "abdominal aorta"])], "CT", "left kidney on abdominal CT", "left kidney"),
+    (PHANTOM, "CT", "kidneys in a whole-body scan with contrast", "kidneys"),
+    # ... unless a trained target's name uses it
+    ([("abdominal aorta", ["abdominal aorta"]), ("thoracic aorta", ["thoracic aorta"])], "CT",
+     "aorta, abdominal part", "abdominal aorta"),
 ])
 def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modality, prompt, expected):
     (found,) = _matcher(targets, text_encoder, modality).match([prompt], text_encoder.encode([prompt]))
