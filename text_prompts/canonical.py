@@ -163,6 +163,10 @@ class Canonicaliser:
     def classes(self, modality: str) -> list[CanonicalClass]:
         return sorted(self._classes.get(modality, {}).values(), key=lambda c: c.class_id)
 
+    def words(self) -> set[str]:
+        """Every word of every normalised phrasing, all modalities."""
+        return {w for variants in self._variants.values() for v, _ in variants for w in v.split()}
+
     def lookup(self, modality: str, name: str) -> CanonicalClass | None:
         return self._classes.get(modality, {}).get(name)
 

@@ -34,31 +34,14 @@ from typing import Sequence
 import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.text_prompts.canonical import Canonicaliser, normalise, sentence_side
+from nnunetv2_medals.text_prompts.canonical import SIDES, Canonicaliser, default_canonicaliser, normalise, sentence_side
 from nnunetv2_medals.text_prompts.side_wordings import split_side
+from nnunetv2_medals.text_prompts.spelling import respellings
+from nnunetv2_medals.text_prompts.word_lists import BEYOND_ORGAN, FILLER_WORDS, KIND_WORDS, PART_WORDS, SCAN_WORDS
 
 #: below this cosine to every trained phrasing a prompt is reported as far from the model's vocabulary (default
 #: encoder: unrelated anatomy ~0.2-0.45, trained paraphrases >= 0.6)
 FAR_COSINE = 0.5
-#: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
-_FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
-                           "segment", "area", "show", "find", "image", "scan", "ct", "mri", "mr", "please", "me"})
-#: words that describe the scan, not a structure ("left kidney on abdominal CT", "liver in a whole-body scan"): filler
-#: too, unless a trained target's name uses one ("abdominal wall", "chest wall"); a trained *phrasing* that
-#: uses one ("abdominal aorta") does not make it a structure word
-_SCAN_WORDS = frozenset({"abdominal", "abdomen", "chest", "thorax", "pelvic", "pelvis", "whole", "body",
-                         "imaging", "study", "exam", "examination", "series", "slice", "view", "axial",
-                         "coronal", "sagittal", "contrast", "enhanced", "unenhanced", "protocol", "volume",
-                         "computed", "tomography", "cect", "cta", "with", "oral"})
-#: words that name another kind of structure than the organ they go with ("left kidney cyst", "right renal artery",
-#: "left lung nodule"): a target whose name and phrasings lack the word is not what the prompt asks for
-KIND_WORDS = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node", "cyst", "nodule", "polyp", "stone",
-                        "calculus", "calculi", "aneurysm", "thrombus", "embolus", "abscess", "hematoma", "haematoma",
-                        "hemorrhage", "haemorrhage", "infarct", "fracture", "effusion", "calcification", "plaque",
-                        "stent", "implant"})
-#: kind words of things that extend beyond their organ (a renal artery reaches the aorta): the side guard does not
-#: take such a prompt for its organ (:meth:`VocabularyMatcher.structure_of`)
-_BEYOND_ORGAN = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node"})
 _MODALITY_PREFIX = {"CT": "CT", "MRI": "MR", "PET": "PET", "US": "US", "Microscopy": "Microscopy"}
 
 
@@ -127,7 +110,8 @@ class VocabularyMatcher:
     """
 
     def __init__(self, targets: Sequence[tuple[str, Sequence[str]]], phrasings: Sequence[str],
-                 embeddings: np.ndarray, modality: str | None = None):
+                 embeddings: np.ndarray, modality: str | None = None,
+                 label_values: Sequence[Sequence[int]] | None = None):
         self.names = [name for name, _ in targets]
         self.modality = modality if modality in _MODALITY_PREFIX else "CT"
         prefix = _MODALITY_PREFIX[self.modality]
@@ -140,7 +124,7 @@ class VocabularyMatcher:
         target_of = {p: i for i, (_, ps) in enumerate(targets) for p in ps}
         self._phrasing_target = [target_of.get(p, -1) for p in self.phrasings]
         self._name_words = [set(normalise(n).split()) for n in self.names]
-        self._filler = _FILLER_WORDS | (_SCAN_WORDS - set().union(*self._name_words))
+        self._filler = FILLER_WORDS | (SCAN_WORDS - set().union(*self._name_words))
         self._phrasing_words = [set(normalise(p).split()) - self._filler for p in self.phrasings]
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
         self._unit = np.asarray(embeddings, np.float32) / norms
@@ -148,9 +132,17 @@ class VocabularyMatcher:
         # the side each name's words name (the partial-name rule compares prompts with them and their words)
         self._name_side = [sentence_side(normalise(n)) for n in self.names]
         # the words each target's name and phrasings use, and the words only other targets use
-        self._target_words = [set(normalise(" ".join([name, *ps])).split()) for name, ps in targets]
+        self._phrasings_of = [[name, *ps] for name, ps in targets]
+        self._target_words = [set(normalise(" ".join(ps)).split()) for ps in self._phrasings_of]
         self._all_words = set().union(*self._target_words) if self._target_words else set()
         self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
+        # (left target, right target) -> the trained region that is exactly the two (``label_values`` tell)
+        self._pair_regions: dict[tuple[int, int], int] = {}
+        labels = [frozenset(v) for v in label_values] if label_values is not None else []
+        for i, right in ((i, self.counterpart(i, "right")) for i, (s, _) in enumerate(self._sides) if s == "left"):
+            for region, own in enumerate(labels):
+                if right is not None and region not in (i, right) and own == labels[i] | labels[right]:
+                    self._pair_regions[(i, right)] = region
 
     def counterpart(self, target: int, side: str) -> int | None:
         """The target of the same structure on ``side`` ("right kidney" for "left kidney", side right)."""
@@ -180,9 +172,22 @@ class VocabularyMatcher:
             if raw:
                 out.append(PromptMatch(text, None, "raw", warning=warning, **nearest))
                 continue
+            words = normalise(text).split()
             target = self._letter_side_target(text, row)
+            # misspelt words ("kidny left", "liver tumuor"): read as the vocabulary word they are close to, and said
+            # so (instead of a far-prompt warning: the prompt's own embedding is not used); as written if that
+            # matches nothing
+            fixes = respellings(words, self._all_words) if target is None else {}
+            if fixes:
+                respelt = " ".join(fixes.get(w, w) for w in words)
+                target = self._canonical_target(respelt, row)
+                target = self._both_sides_target(respelt.split(), row) if target is None else target
+                if target is not None:
+                    warning = f"prompt {text!r}: read " + ", ".join(f"{a!r} as {b!r}" for a, b in fixes.items())
             if target is None:
                 target = self._canonical_target(text, row)
+            if target is None:
+                target = self._both_sides_target(words, row)
             if target is not None:
                 out.append(PromptMatch(text, self.names[target], "canonical", warning=warning, **nearest))
                 continue
@@ -216,6 +221,16 @@ class VocabularyMatcher:
                     continue
             out.append(PromptMatch(text, None, "nearest embedding", warning=warning, other_kind=other_kind, **nearest))
         return out
+
+    def _both_sides_target(self, words: list[str], cosines: np.ndarray) -> int | None:
+        """A prompt for both sides of a structure ("both erector spinae muscles", "renal parenchyma bilaterally",
+        "left and right suprarenal") whose words, said of each side, match its left and its right target: the
+        trained region that is exactly those two. None without such a region or when a side matches nothing."""
+        if not self._pair_regions or not ("both" in words or {"left", "right"} <= set(words)):
+            return None
+        rest = [w for w in words if w not in ("left", "right", "both", "and")]
+        left, right = (self._canonical_target(" ".join([side, *rest]), cosines) for side in SIDES)
+        return self._pair_regions.get((left, right))
 
     def _letter_side_target(self, text: str, cosines: np.ndarray) -> int | None:
         """Report shorthand "L putamen", "R hippocampus": a single letter l/r (and no side word) is read as that side
@@ -276,7 +291,7 @@ class VocabularyMatcher:
         if match.other_kind:
             # a lesion lies in the organ its other words name ("R kidney cyst" -> right kidney); a vessel need not
             words = normalise(match.text).split()
-            if kind_words(words) & _BEYOND_ORGAN:
+            if kind_words(words) & BEYOND_ORGAN:
                 return None
             organ_words = " ".join(w for w in words if w not in KIND_WORDS)
             unknown = np.zeros(len(self.phrasings))
@@ -286,7 +301,7 @@ class VocabularyMatcher:
         if not match.nearest_target or match.cosine < min_cosine:
             return None
         nearest = self.names.index(match.nearest_target)
-        return None if self._says_more(match.text, nearest, kinds=_BEYOND_ORGAN) else match.nearest_target
+        return None if self._says_more(match.text, nearest, kinds=BEYOND_ORGAN) else match.nearest_target
 
     def _class_target(self, name: str, cosines: np.ndarray) -> int | None:
         candidates = self._targets_of_class.get(name, [])
@@ -302,18 +317,32 @@ class VocabularyMatcher:
         "the right caudate" -> "right caudate nucleus"; failing that, at least half the words of a trained phrasing
         of exactly one target, of the prompt's side: "left suprarenal" -> "left adrenal gland" (phrasing "left
         suprarenal gland"). Ambiguous ("kidney" with two kidneys; "suprarenal" with a left and a right one; "12" with
-        rib 12 and the twelfth thoracic vertebra) or one generic word of a long description -> None."""
+        rib 12 and the twelfth thoracic vertebra) or one generic word of a long description -> None. Nor is a whole
+        a part of it (the words the prompt lacks name a part: "right lung" is not "right lung lower lobe"), nor a
+        structure the challenge's class map knows as another one ("bladder" is not the gallbladder, though one of
+        its phrasings is "gall bladder")."""
         words = set(normalise(text).split()) - self._filler
         if not words - {"left", "right"}:
             return None                                  # a side alone names no structure
         side = sentence_side(" ".join(words))
         hits = [i for i, (known, named) in enumerate(zip(self._name_words, self._name_side))
-                if words <= known and named == side]
+                if words <= known and named == side and not (known - words) & PART_WORDS]
         if hits:
-            return hits[0] if len(hits) == 1 else None
-        found = {target for target, known in zip(self._phrasing_target, self._phrasing_words)
-                 if target >= 0 and words <= known and 2 * len(words) >= len(known)}
+            return hits[0] if len(hits) == 1 and self._may_be_short_for(text, hits[0]) else None
+        found = {target for target, known in zip(self._phrasing_target, self._phrasing_words) if target >= 0 and
+                 words <= known and 2 * len(words) >= len(known) and not (known - words) & PART_WORDS}
         if len(found) != 1:
             return None                                  # ambiguity counts targets of every side
         (target,) = found
-        return target if self._name_side[target] == side else None
+        return target if self._name_side[target] == side and self._may_be_short_for(text, target) else None
+
+    def _may_be_short_for(self, text: str, target: int) -> bool:
+        """False when ``text`` is the full name of a structure of the challenge's class map that none of the target's
+        name and phrasings is ("bladder" vs the gallbladder's "gall bladder"; "right lung" vs "right lung lower
+        lobe"); a prompt the class map reads only in part ("lower lobe of the left lung": "left lung") may be."""
+        challenge = default_canonicaliser()
+        said = challenge.canonicalise(text, self.modality)
+        content = set(normalise(text).split()) - self._filler
+        if said is None or set(normalise(said.name).split()) - self._filler != content:
+            return True
+        return said in {challenge.canonicalise(p, self.modality) for p in self._phrasings_of[target]}

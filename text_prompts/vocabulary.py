@@ -159,7 +159,7 @@ class ModelVocabulary:
     def matcher(self) -> VocabularyMatcher:
         """Canonical matching of free text against this vocabulary (:mod:`.prompt_matching`)."""
         return VocabularyMatcher([(t.name, t.phrasings) for t in self.targets], self.phrasings,
-                                 self.phrasing_embeddings, self.modality)
+                                 self.phrasing_embeddings, self.modality, [t.label_values for t in self.targets])
 
     def resolve(self, texts: Sequence[str], encoder_override: str | None = None,
                 raw: bool = False) -> tuple[np.ndarray, list[PromptMatch]]:

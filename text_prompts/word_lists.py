@@ -1,5 +1,6 @@
 """The word lists of text normalisation (:func:`nnunetv2_medals.text_prompts.canonical.normalise`): lesion words,
-organ adjectives, side synonyms, number words, irregular plurals, modality keywords and contrast phases."""
+organ adjectives, side synonyms, number words, irregular plurals, modality keywords and contrast phases; and the
+words :mod:`.prompt_matching` treats specially (filler, scan and kind words)."""
 from __future__ import annotations
 
 import re
@@ -19,10 +20,16 @@ ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen", 
                     # abbreviations the challenge phrasings use
                     "ivc": "inferior vena cava", "svc": "superior vena cava", "ivd": "intervertebral disc",
                     "hippocampal": "hippocampus", "amygdaloid": "amygdala", "thalamic": "thalamus", "pontine": "pons",
-                    "cerebellar": "cerebellum", "pallidum": "globus pallidus"}  # FreeSurfer's "Left-Pallidum"
+                    "cerebellar": "cerebellum", "pallidum": "globus pallidus",  # FreeSurfer's "Left-Pallidum"
+                    # radiology-report abbreviations of one structure each
+                    "lul": "left upper lobe", "lll": "left lower lobe", "rul": "right upper lobe",
+                    "rml": "right middle lobe", "rll": "right lower lobe", "gb": "gallbladder",
+                    "cbd": "common bile duct", "sma": "superior mesenteric artery", "smv": "superior mesenteric vein",
+                    # one noun for one organ ("large intestine" is the large bowel, the colon's phrasing)
+                    "intestine": "bowel", "intestinal": "bowel"}
 # other words for a side: Latin (anatomical nomenclature) and radiology-report abbreviations
 # (single letters are not sides: "R/O", "L-spine", "L1")
-SIDE_SYNONYMS = {"bilateral": "both",
+SIDE_SYNONYMS = {"bilateral": "both", "bilaterally": "both",
                  "dexter": "right", "dextra": "right", "dextrum": "right", "dextral": "right", "rt": "right",
                  "sinister": "left", "sinistra": "left", "sinistrum": "left", "sinistral": "left", "lt": "left"}
 # ordinals -> the number ("eleventh rib", "11th rib" and "rib 11" name one rib; "first lumbar vertebra" -> "1 ...")
@@ -54,3 +61,29 @@ _PHASE = (r"(?:(?:portal|late|early)\s)?(?:vein|artery|pancreas|delayed|delay|la
           r"excretory|pyelographic|urographic|corticomedullary|parenchymal|washout|native|unenhanced|noncontrast|"
           r"non\scontrast|precontrast|pre\scontrast|postcontrast|post\scontrast|contrast)")
 CONTRAST_PHASE = re.compile(rf"\b{_PHASE}(?:\s(?:and|or)\s{_PHASE})*\sphase\b")
+
+# ---- words the matching of prompts against a model's vocabulary (prompt_matching) treats specially
+#: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
+FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
+                          "segment", "area", "show", "find", "image", "scan", "ct", "mri", "mr", "please", "me"})
+#: words that describe the scan, not a structure ("left kidney on abdominal CT", "liver in a whole-body scan"): filler
+#: too, unless a trained target's name uses one ("abdominal wall", "chest wall"); a trained *phrasing* that
+#: uses one ("abdominal aorta") does not make it a structure word
+SCAN_WORDS = frozenset({"abdominal", "abdomen", "chest", "thorax", "pelvic", "pelvis", "whole", "body", "imaging",
+                        "study", "exam", "examination", "series", "slice", "view", "axial", "coronal", "sagittal",
+                        "contrast", "enhanced", "unenhanced", "protocol", "volume", "computed", "tomography", "cect",
+                        "cta", "with", "oral"})
+#: words that name another kind of structure than the organ they go with ("left kidney cyst", "right renal artery",
+#: "left lung nodule"): a target whose name and phrasings lack the word is not what the prompt asks for
+KIND_WORDS = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node", "cyst", "nodule", "polyp", "stone",
+                        "calculus", "calculi", "aneurysm", "thrombus", "embolus", "abscess", "hematoma", "haematoma",
+                        "hemorrhage", "haemorrhage", "infarct", "fracture", "effusion", "calcification", "plaque",
+                        "stent", "implant"})
+#: kind words of things that extend beyond their organ (a renal artery reaches the aorta): the side guard does not
+#: take such a prompt for its organ (:meth:`VocabularyMatcher.structure_of`)
+BEYOND_ORGAN = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node"})
+#: words that name a part of a structure ("lower lobe", "head", "tail"): a prompt without them is not a shortened
+#: name of a target with them ("right lung" is not "right lung lower lobe"; "the right caudate" is "right caudate
+#: nucleus")
+PART_WORDS = frozenset({"lobe", "upper", "lower", "middle", "segment", "head", "tail", "horn", "apex", "base", "root",
+                        "wall", "hilum"})

@@ -96,6 +96,13 @@ def test_contrast_phases_are_no_structures(text, expected):
     assert normalise(text) == expected
 
 
+def test_report_abbreviations_and_organ_synonyms():
+    assert normalise("LUL") == "left upper lobe" and normalise("RLL nodule") == "right lower lobe nodule"
+    assert normalise("GB") == "gallbladder"
+    assert normalise("large intestine") == "large bowel"
+    assert normalise("adrenals bilaterally") == "adrenal both"
+
+
 def test_numbered_structures_are_found_by_number_not_by_their_region():
     """'11th rib on the left' is rib 11, not the region of all left ribs, however the number is written; a
     variant that carries the sentence's number wins over a longer one that does not."""

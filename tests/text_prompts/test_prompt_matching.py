@@ -87,6 +87,9 @@ def _matcher(targets, encoder, modality):
     # ... unless a trained target's name uses it
     ([("abdominal aorta", ["abdominal aorta"]), ("thoracic aorta", ["thoracic aorta"])], "CT",
      "aorta, abdominal part", "abdominal aorta"),
+    # report abbreviations
+    (SPINE_AND_LUNGS, "CT", "LUL", "left lung upper lobe"),
+    (PHANTOM + [("gallbladder", ["gallbladder", "gall bladder"])], "CT", "GB", "gallbladder"),
 ])
 def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modality, prompt, expected):
     (found,) = _matcher(targets, text_encoder, modality).match([prompt], text_encoder.encode([prompt]))
@@ -222,3 +225,44 @@ def test_the_side_a_prompt_names_includes_report_shorthand(text_encoder, prompt,
     matcher = _matcher(PHANTOM, text_encoder, "CT")
     (found,) = matcher.match([prompt], text_encoder.encode([prompt]))
     assert matcher.side_of(found) == side
+
+
+@pytest.mark.parametrize("prompt,expected,read_as", [
+    ("kidny left", "left kidney", "'kidny' as 'kidney'"),
+    ("the splen", "spleen", "'splen' as 'spleen'"),
+    ("liver tumuor", "liver tumour", "'tumuor' as 'tumor'"),
+])
+def test_a_misspelt_word_is_read_as_the_one_trained_word_it_is_close_to(text_encoder, prompt, expected, read_as):
+    (found,) = _matcher(PHANTOM, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    assert found.target == expected and found.method == "canonical" and read_as in found.warning
+
+
+@pytest.mark.parametrize("targets,prompt", [
+    ([("ileum", ["ileum"]), ("liver", ["liver"])], "ilium"),                   # a real word, and not one letter off
+    ([("gallbladder", ["gallbladder", "gall bladder"]), ("liver", ["liver"])], "bladder"),   # another organ
+    ([("right lung lower lobe", ["right lung lower lobe"]), ("left lung lower lobe", ["left lung lower lobe"])],
+     "the right lung"),                                                         # a whole is not its part
+])
+def test_another_structure_is_not_read_as_a_target_it_resembles(text_encoder, targets, prompt):
+    (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    assert found.target is None and found.method == "nearest embedding"
+
+
+@pytest.mark.parametrize("prompt", ["both suprarenal glands", "suprarenal glands bilaterally",
+                                    "left and right suprarenal gland"])
+def test_both_sides_of_a_structure_are_the_region_of_its_two_targets(text_encoder, prompt):
+    targets = ADRENALS + [("both adrenal glands", ["both adrenal glands"])]
+    phrasings = [p for _, ps in targets for p in ps]
+    labels = [(1,), (2,), (3,), (4,), (1, 2)]
+    matcher = VocabularyMatcher(targets, phrasings, text_encoder.encode(phrasings), "CT", labels)
+    (found,) = matcher.match([prompt], text_encoder.encode([prompt]))
+    assert found.target == "both adrenal glands" and found.method == "canonical"
+    # without label values the matcher cannot tell which region is the pair: the prompt keeps its own embedding
+    (unknown,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    assert unknown.target is None
+
+
+def test_respelling_never_makes_a_side_and_leaves_real_words_alone():
+    from nnunetv2_medals.text_prompts.spelling import respellings
+    vocabulary = {"right", "left", "inferior", "vena", "cava", "kidney", "lobe"}
+    assert respellings(["bright", "interior", "globe", "kidny"], vocabulary) == {"kidny": "kidney"}
