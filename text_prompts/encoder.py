@@ -116,6 +116,15 @@ class TextEncoder:
         for p in self._model.parameters():
             p.requires_grad_(False)
 
+    @functools.cached_property
+    def whole_words(self) -> frozenset[str]:
+        """Lower-case words of letters the tokenizer's vocabulary holds whole (WordPiece: not a "##" continuation;
+        byte-level BPE / SentencePiece: the word-start mark stripped): what the encoder reads as a known word."""
+        if self._tokenizer is None:
+            self._load()
+        tokens = (t.lstrip("Ġ▁").lower() for t in self._tokenizer.get_vocab())
+        return frozenset(t for t in tokens if t.isalpha())
+
     def _run_encoder(self, texts: list[str]):
         import torch
 

@@ -11,7 +11,9 @@ rules apply (normalisation, longest variant, laterality, lesion words). For each
    caudate" -> "right caudate nucleus"; so does one whose words are at least half of a trained phrasing of exactly
    one target ("left suprarenal" -> "left adrenal gland" through "left suprarenal gland").
    Report shorthand counts too: "L putamen" -> "left putamen" (a single l/r read as a side only when that gives a
-   canonical match to a target of that side).
+   canonical match to a target of that side), and so does both sides of a structure ("both erector spinae
+   muscles" -> the trained region whose label values are exactly its left and right targets'). A misspelt word
+   (:mod:`.spelling`: "kidny left") is read as the trained word it is close to, with a warning.
 2. **nearest embedding**: otherwise the prompt's own (raw) embedding is used, and the nearest trained phrasing
    (cosine) is reported. If the prompt names a side and that nearest phrasing belongs to the *other* side's
    target, the same-side counterpart's class embedding is used instead (``side corrected``): a prompt that says
@@ -27,7 +29,6 @@ and spleen"); such prompts keep their own embedding.
 """
 from __future__ import annotations
 
-import re
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -35,8 +36,8 @@ import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.text_prompts.canonical import SIDES, Canonicaliser, default_canonicaliser, normalise, sentence_side
-from nnunetv2_medals.text_prompts.side_wordings import split_side
-from nnunetv2_medals.text_prompts.spelling import respellings
+from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
+from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
 from nnunetv2_medals.text_prompts.word_lists import BEYOND_ORGAN, FILLER_WORDS, KIND_WORDS, PART_WORDS, SCAN_WORDS
 
 #: below this cosine to every trained phrasing a prompt is reported as far from the model's vocabulary (default
@@ -49,22 +50,6 @@ def kind_words(words: Sequence[str]) -> set[str]:
     """The :data:`KIND_WORDS` among normalised ``words`` (a contrast phase, "arterial phase", is no vessel:
     :func:`normalise` has dropped it)."""
     return {w for w in words if w in KIND_WORDS}
-
-
-#: a letter L/R standing alone in the raw text: not part of a word ("Rückenmuskulatur", "lóbulo"), an elision
-#: ("l'autochtone") or a hyphenated or slashed token ("L-spine", "R/O", "L/S"); parentheses are fine ("kidney (R)")
-_LONE_LETTER = re.compile(r"(?<![\w'’/-])([LRlr])(?![\w'’/-])")
-
-
-def _letter_side(text: str) -> str | None:
-    """Report shorthand: the side of the one lone letter L/R of a prompt that names no side in words ("L putamen",
-    "R kidney cyst", "hippocampus L"); None for none, several, a side word, or a letter inside a token."""
-    words = normalise(text).split()
-    letters = _LONE_LETTER.findall(text)
-    if len(letters) != 1 or [w for w in words if w in ("l", "r")] != [letters[0].lower()] or \
-            sentence_side(" ".join(words)) is not None:
-        return None
-    return "left" if letters[0].lower() == "l" else "right"
 
 
 @dataclass(frozen=True)
@@ -106,7 +91,8 @@ class VocabularyMatcher:
     """Canonical matching of prompts against trained targets.
 
     ``targets``: (name, phrasings) per target in the model's order; ``phrasings``/``embeddings`` (P, L): every
-    trained phrasing and its embedding; ``modality``: the model's (None: the rules run without one).
+    trained phrasing and its embedding; ``modality``: the model's (None: the rules run without one);
+    ``label_values``: per target, its labels (which region is a left/right pair; None: no both-sides rule).
     """
 
     def __init__(self, targets: Sequence[tuple[str, Sequence[str]]], phrasings: Sequence[str],
@@ -136,6 +122,7 @@ class VocabularyMatcher:
         self._target_words = [set(normalise(" ".join(ps)).split()) for ps in self._phrasings_of]
         self._all_words = set().union(*self._target_words) if self._target_words else set()
         self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
+        self._spelling = spelling_candidates(self._all_words)
         # (left target, right target) -> the trained region that is exactly the two (``label_values`` tell)
         self._pair_regions: dict[tuple[int, int], int] = {}
         labels = [frozenset(v) for v in label_values] if label_values is not None else []
@@ -154,8 +141,11 @@ class VocabularyMatcher:
                 return i
         return None
 
-    def match(self, texts: Sequence[str], embeddings: np.ndarray, raw: bool = False) -> list[PromptMatch]:
-        """One :class:`PromptMatch` per prompt; ``embeddings`` (N, L) are the prompts' own embeddings."""
+    def match(self, texts: Sequence[str], embeddings: np.ndarray, raw: bool = False,
+              encoder_words: frozenset[str] | None = None) -> list[PromptMatch]:
+        """One :class:`PromptMatch` per prompt; ``embeddings`` (N, L) are the prompts' own embeddings.
+        ``encoder_words``: the whole words of the text encoder's vocabulary, taken as spelt right (no respelling
+        without them)."""
         query = np.asarray(embeddings, np.float32)
         query = query / np.linalg.norm(query, axis=1, keepdims=True).clip(1e-12)
         cos = query @ self._unit.T
@@ -173,21 +163,17 @@ class VocabularyMatcher:
                 out.append(PromptMatch(text, None, "raw", warning=warning, **nearest))
                 continue
             words = normalise(text).split()
-            target = self._letter_side_target(text, row)
-            # misspelt words ("kidny left", "liver tumuor"): read as the vocabulary word they are close to, and said
-            # so (instead of a far-prompt warning: the prompt's own embedding is not used); as written if that
-            # matches nothing
-            fixes = respellings(words, self._all_words) if target is None else {}
+            # misspelt words ("kidny left", "L hipocampus", "liver tumuor"): read as the vocabulary word they are
+            # close to and said so (instead of a far-prompt warning: the prompt's own embedding is not used); as
+            # written when that matches nothing
+            fixes = {} if encoder_words is None else respellings(words, self._spelling, encoder_words)
+            target = None
             if fixes:
-                respelt = " ".join(fixes.get(w, w) for w in words)
-                target = self._canonical_target(respelt, row)
-                target = self._both_sides_target(respelt.split(), row) if target is None else target
+                target = self._target_of(text, [fixes.get(w, w) for w in words], row)
                 if target is not None:
                     warning = f"prompt {text!r}: read " + ", ".join(f"{a!r} as {b!r}" for a, b in fixes.items())
             if target is None:
-                target = self._canonical_target(text, row)
-            if target is None:
-                target = self._both_sides_target(words, row)
+                target = self._target_of(text, words, row)
             if target is not None:
                 out.append(PromptMatch(text, self.names[target], "canonical", warning=warning, **nearest))
                 continue
@@ -208,7 +194,7 @@ class VocabularyMatcher:
             other_kind = bool(nearest_target >= 0 and prompt_kinds - self._target_words[nearest_target])
             # the side it names: side words, else report shorthand ("R kidney": a lone R reads as right here, where
             # the answer would otherwise be the nearest target whatever its side)
-            side = sentence_side(norm) or _letter_side(text)
+            side = sentence_side(norm) or letter_side(text)
             if side is not None and nearest_target >= 0 and not other_kind:
                 target_side = self._sides[nearest_target][0]
                 if target_side is not None and target_side != side:
@@ -222,22 +208,31 @@ class VocabularyMatcher:
             out.append(PromptMatch(text, None, "nearest embedding", warning=warning, other_kind=other_kind, **nearest))
         return out
 
+    def _target_of(self, text: str, words: list[str], cosines: np.ndarray) -> int | None:
+        """The target a prompt (raw ``text``, its normalised ``words``) names, by the rules in order: report shorthand
+        (:meth:`_letter_side_target`), canonical (:meth:`_canonical_target`), both sides (:meth:`_both_sides_target`)."""
+        target = self._letter_side_target(text, cosines, words)
+        target = self._canonical_target(" ".join(words), cosines) if target is None else target
+        return self._both_sides_target(words, cosines) if target is None else target
+
     def _both_sides_target(self, words: list[str], cosines: np.ndarray) -> int | None:
         """A prompt for both sides of a structure ("both erector spinae muscles", "renal parenchyma bilaterally",
         "left and right suprarenal") whose words, said of each side, match its left and its right target: the
         trained region that is exactly those two. None without such a region or when a side matches nothing."""
-        if not self._pair_regions or not ("both" in words or {"left", "right"} <= set(words)):
-            return None
+        if not self._pair_regions or not ("both" in words or {"left", "right"} <= set(words)) or \
+                sentence_side(" ".join(words)) is not None:
+            return None                                  # "left kidney, both poles" is the left kidney's
         rest = [w for w in words if w not in ("left", "right", "both", "and")]
         left, right = (self._canonical_target(" ".join([side, *rest]), cosines) for side in SIDES)
         return self._pair_regions.get((left, right))
 
-    def _letter_side_target(self, text: str, cosines: np.ndarray) -> int | None:
+    def _letter_side_target(self, text: str, cosines: np.ndarray, words: list[str] | None = None) -> int | None:
         """Report shorthand "L putamen", "R hippocampus": a single letter l/r (and no side word) is read as that side
         when the prompt then matches a trained target of that side canonically. Single letters are no sides
-        elsewhere ("R/O", "L-spine"), and a target without a side is not reached this way."""
-        words = normalise(text).split()
-        side = _letter_side(text)
+        elsewhere ("R/O", "L-spine"), and a target without a side is not reached this way. ``words``: the prompt's
+        normalised words when they are not ``normalise(text)`` (respelt)."""
+        words = normalise(text).split() if words is None else words
+        side = letter_side(text)
         if side is None:
             return None
         target = self._canonical_target(" ".join(side if w == side[0] else w for w in words), cosines)
@@ -259,8 +254,7 @@ class VocabularyMatcher:
         """Does ``text`` say more than target ``target``: both sides for a target of one side, a word of another
         trained target that this one lacks, or a kind of structure in ``kinds`` (:func:`kind_words`: "cyst",
         "artery") that this one is not?"""
-        ordered = normalise(text).split()
-        words = set(ordered)
+        words = set(normalise(text).split())
         own = self._target_words[target]
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:
@@ -274,7 +268,7 @@ class VocabularyMatcher:
         said = sentence_side(" ".join(words))
         if said is not None:
             return said
-        letter, target = _letter_side(match.text), self.structure_of(match)
+        letter, target = letter_side(match.text), self.structure_of(match)
         return letter if letter is not None and target in self.names and \
             self._sides[self.names.index(target)][0] == letter else None
 

@@ -1,4 +1,5 @@
-"""More ways to say a side: generated phrasings for every target with a side, and for left/right pair regions.
+"""More ways to say a side: generated phrasings for every target with a side, and for left/right pair regions;
+and report shorthand, a lone L/R (:func:`letter_side`).
 
 A model trained on "left kidney", "CT of the left kidney" and "kidney, left" has never read "the left-sided
 kidney" or "the kidney on the left side"; the text embeddings of such wordings can sit closer to the *other* side's
@@ -112,3 +113,19 @@ def with_side_wordings(dataset):
     extra = generated_wordings(dataset.targets, dataset.modality)
     targets = tuple(dataclasses.replace(t, prompts=(*t.prompts, *extra.get(t.name, ()))) for t in dataset.targets)
     return dataclasses.replace(dataset, targets=targets)
+
+
+#: a letter L/R standing alone in the raw text: not part of a word ("Rückenmuskulatur", "lóbulo"), an elision
+#: ("l'autochtone") or a hyphenated or slashed token ("L-spine", "R/O", "L/S"); parentheses are fine ("kidney (R)")
+_LONE_LETTER = re.compile(r"(?<![\w'’/-])([LRlr])(?![\w'’/-])")
+
+
+def letter_side(text: str) -> str | None:
+    """Report shorthand: the side of the one lone letter L/R of a prompt that names no side in words ("L putamen",
+    "R kidney cyst", "hippocampus L"); None for none, several, a side word, or a letter inside a token."""
+    words = normalise(text).split()
+    letters = _LONE_LETTER.findall(text)
+    if len(letters) != 1 or [w for w in words if w in ("l", "r")] != [letters[0].lower()] or \
+            sentence_side(" ".join(words)) is not None:
+        return None
+    return "left" if letters[0].lower() == "l" else "right"

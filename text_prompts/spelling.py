@@ -1,5 +1,5 @@
-"""Misspelt prompt words ("kidny", "galbladder", "pancreaus"): read as the one word of a model's vocabulary they are
-close to, when no phrasing of the challenge's prompt file or of the model uses them as written."""
+"""Misspelt prompt words ("kidny", "galbladder", "amygdla"): read as the one word of a model's vocabulary they are
+close to, when neither the text encoder's vocabulary nor the challenge's phrasings know them as written."""
 from __future__ import annotations
 
 import difflib
@@ -15,33 +15,31 @@ from nnunetv2_medals.text_prompts.word_lists import FILLER_WORDS, KIND_WORDS, SC
 MIN_SIMILARITY = 0.85
 #: shorter words are never respelt, nor respelt into (too many real words are one letter apart: "lobe", "globe")
 MIN_LENGTH = 5
-#: words of position and appearance that prompts use and the challenge's phrasings may not ("interior" is not a
-#: misspelt "inferior", "bright" not a misspelt "right")
-DESCRIPTIVE_WORDS = frozenset("""anterior posterior superior inferior interior exterior internal external medial lateral
-    proximal distal central peripheral ventral dorsal cranial caudal rostral bright brighter dark darker dense
-    visible entire whole complete outer inner border margin boundary surface around between adjacent inside
-    outside behind above below under beneath""".split())
 
 
 @functools.lru_cache(maxsize=1)
 def spelt_right() -> frozenset[str]:
-    """Words taken as written: every word of the packaged challenge phrasings (normalised), the words the matcher
-    treats specially (filler, scan, kind and side words) and :data:`DESCRIPTIVE_WORDS`."""
-    return frozenset(default_canonicaliser().words() | FILLER_WORDS | SCAN_WORDS | KIND_WORDS | DESCRIPTIVE_WORDS |
-                     set(SIDES) | {"both"})
+    """Words taken as written whatever the encoder: every word of the packaged challenge phrasings (normalised) and
+    the words the matcher treats specially (filler, scan, kind and side words)."""
+    return frozenset(default_canonicaliser().words() | FILLER_WORDS | SCAN_WORDS | KIND_WORDS | set(SIDES) | {"both"})
 
 
-def respellings(words: Sequence[str], vocabulary: Iterable[str]) -> dict[str, str]:
-    """{misspelt word: vocabulary word} for the normalised ``words`` that neither :func:`spelt_right` nor
-    ``vocabulary`` knows and that are close to exactly one ``vocabulary`` word of five letters or more, not a side."""
-    known = spelt_right() | set(vocabulary)
-    # never into a side (a typo must not make a side) or a short word
-    vocabulary = sorted(w for w in set(vocabulary) if len(w) >= MIN_LENGTH and w.isalpha() and w not in SIDES)
+def spelling_candidates(vocabulary: Iterable[str]) -> list[str]:
+    """The words of a model's vocabulary a misspelt word may be read as: five letters or more, letters only, and
+    not a side (a typo must never make a side: "rightt" stays unread)."""
+    return sorted(w for w in set(vocabulary) if len(w) >= MIN_LENGTH and w.isalpha() and w not in SIDES)
+
+
+def respellings(words: Sequence[str], candidates: Sequence[str], encoder_words: frozenset[str]) -> dict[str, str]:
+    """{misspelt word: candidate} for the normalised ``words`` of five letters or more that neither
+    :func:`spelt_right`, nor ``encoder_words`` (whole words of the text encoder's vocabulary: "interior",
+    "bright", "ladder" are words, not misspelt "inferior", "right", "bladder"), nor ``candidates`` know and that
+    are close to exactly one of ``candidates`` (:func:`spelling_candidates`)."""
     out = {}
     for w in words:
-        if len(w) < MIN_LENGTH or not w.isalpha() or w in known:
+        if len(w) < MIN_LENGTH or not w.isalpha() or w in encoder_words or w in candidates or w in spelt_right():
             continue
-        close = difflib.get_close_matches(w, vocabulary, n=2, cutoff=MIN_SIMILARITY)
+        close = difflib.get_close_matches(w, candidates, n=2, cutoff=MIN_SIMILARITY)
         if len(close) == 1:
             out[w] = close[0]
     return out

@@ -167,7 +167,9 @@ class ModelVocabulary:
         target (canonically, or side corrected) gets that target's class embedding, any other its own embedding
         (``raw=True``: every prompt its own)."""
         own = self.embed(texts, encoder_override)
-        matches = self.matcher.match(texts, own, raw=raw)
+        # the encoder ran for every prompt that is no trained phrasing: its vocabulary tells misspelt words
+        encoder = self.__dict__.get("_encoder")
+        matches = self.matcher.match(texts, own, raw=raw, encoder_words=encoder.whole_words if encoder else None)
         names = [t.name for t in self.targets]
         classes = self.class_embeddings
         out = own.copy()

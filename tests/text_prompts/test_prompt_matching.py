@@ -205,10 +205,10 @@ def test_a_lesion_the_model_lacks_keeps_its_own_embedding_and_its_side(text_enco
 def test_letters_inside_tokens_are_no_side(text_encoder, prompt):
     """Only a lone L/R is report shorthand: not the L of "L-spine", an elision ("l'"), "R/O", or a letter split off
     a word with an accent ("Rückenmuskulatur", "lóbulo")."""
-    from nnunetv2_medals.text_prompts.prompt_matching import _letter_side
+    from nnunetv2_medals.text_prompts.side_wordings import letter_side
 
-    assert _letter_side(prompt) is None
-    assert _letter_side("kidney (R)") == "right" and _letter_side("hippocampus L") == "left"
+    assert letter_side(prompt) is None
+    assert letter_side("kidney (R)") == "right" and letter_side("hippocampus L") == "left"
 
 
 @pytest.mark.parametrize("prompt,expected", [("left ribs eleven, twelve", None), ("left ribs eleven or twelve", None),
@@ -233,8 +233,18 @@ def test_the_side_a_prompt_names_includes_report_shorthand(text_encoder, prompt,
     ("liver tumuor", "liver tumour", "'tumuor' as 'tumor'"),
 ])
 def test_a_misspelt_word_is_read_as_the_one_trained_word_it_is_close_to(text_encoder, prompt, expected, read_as):
-    (found,) = _matcher(PHANTOM, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    matcher = _matcher(PHANTOM, text_encoder, "CT")
+    (found,) = matcher.match([prompt], text_encoder.encode([prompt]), encoder_words=text_encoder.whole_words)
     assert found.target == expected and found.method == "canonical" and read_as in found.warning
+
+
+@pytest.mark.parametrize("prompt,expected", [("L hipocampus", "left hippocampus"),     # shorthand side kept
+                                             ("hipocampus on the right", "right hippocampus")])
+def test_a_misspelt_prompt_keeps_its_side(text_encoder, prompt, expected):
+    targets = BRAIN + [("both hippocampi", ["both hippocampi", "hippocampus"])]
+    matcher = _matcher(targets, text_encoder, "MRI")
+    (found,) = matcher.match([prompt], text_encoder.encode([prompt]), encoder_words=text_encoder.whole_words)
+    assert found.target == expected
 
 
 @pytest.mark.parametrize("targets,prompt", [
@@ -242,19 +252,25 @@ def test_a_misspelt_word_is_read_as_the_one_trained_word_it_is_close_to(text_enc
     ([("gallbladder", ["gallbladder", "gall bladder"]), ("liver", ["liver"])], "bladder"),   # another organ
     ([("right lung lower lobe", ["right lung lower lobe"]), ("left lung lower lobe", ["left lung lower lobe"])],
      "the right lung"),                                                         # a whole is not its part
+    ([("gallbladder", ["gallbladder", "gall bladder"]), ("liver", ["liver"])], "ladder"),  # an English word
 ])
 def test_another_structure_is_not_read_as_a_target_it_resembles(text_encoder, targets, prompt):
-    (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
+    (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]),
+                                                           encoder_words=text_encoder.whole_words)
     assert found.target is None and found.method == "nearest embedding"
+
+
+def _adrenals_with_pair(text_encoder):
+    targets = ADRENALS + [("both adrenal glands", ["both adrenal glands"])]
+    phrasings = [p for _, ps in targets for p in ps]
+    labels = [(1,), (2,), (3,), (4,), (1, 2)]
+    return VocabularyMatcher(targets, phrasings, text_encoder.encode(phrasings), "CT", labels), targets
 
 
 @pytest.mark.parametrize("prompt", ["both suprarenal glands", "suprarenal glands bilaterally",
                                     "left and right suprarenal gland"])
 def test_both_sides_of_a_structure_are_the_region_of_its_two_targets(text_encoder, prompt):
-    targets = ADRENALS + [("both adrenal glands", ["both adrenal glands"])]
-    phrasings = [p for _, ps in targets for p in ps]
-    labels = [(1,), (2,), (3,), (4,), (1, 2)]
-    matcher = VocabularyMatcher(targets, phrasings, text_encoder.encode(phrasings), "CT", labels)
+    matcher, targets = _adrenals_with_pair(text_encoder)
     (found,) = matcher.match([prompt], text_encoder.encode([prompt]))
     assert found.target == "both adrenal glands" and found.method == "canonical"
     # without label values the matcher cannot tell which region is the pair: the prompt keeps its own embedding
@@ -262,7 +278,18 @@ def test_both_sides_of_a_structure_are_the_region_of_its_two_targets(text_encode
     assert unknown.target is None
 
 
-def test_respelling_never_makes_a_side_and_leaves_real_words_alone():
-    from nnunetv2_medals.text_prompts.spelling import respellings
-    vocabulary = {"right", "left", "inferior", "vena", "cava", "kidney", "lobe"}
-    assert respellings(["bright", "interior", "globe", "kidny"], vocabulary) == {"kidny": "kidney"}
+@pytest.mark.parametrize("prompt", ["left suprarenal gland, both limbs", "both limbs of the right suprarenal gland"])
+def test_both_next_to_one_side_is_not_both_sides(text_encoder, prompt):
+    matcher, _ = _adrenals_with_pair(text_encoder)
+    (found,) = matcher.match([prompt], text_encoder.encode([prompt]))
+    assert found.target != "both adrenal glands"
+
+
+def test_respelling_never_makes_a_side_and_leaves_real_words_alone(text_encoder):
+    from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
+    candidates = spelling_candidates({"right", "left", "inferior", "vena", "cava", "kidney", "lobe", "bladder"})
+    # "rightt" is one letter from "right" (0.91) and "leftt" from "left", but a typo never makes a side; the
+    # encoder knows "interior", "bright", "ladder" as words; "globe" is one letter from a 4-letter word
+    words = ["rightt", "leftt", "interior", "bright", "ladder", "globe", "kidny"]
+    assert respellings(words, candidates, text_encoder.whole_words) == {"kidny": "kidney"}
+    assert "interior" in text_encoder.whole_words and "kidny" not in text_encoder.whole_words
