@@ -45,6 +45,8 @@ def _singular(word: str) -> str:
         return IRREGULAR[word]
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
+    if len(word) > 4 and word.endswith("sses"):
+        return word[:-2]                                 # "masses", "abscesses" (not "masse")
     if len(word) > 3 and word.endswith("s") and not word.endswith(NO_PLURAL_ENDINGS):
         return word[:-1]
     return word

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import re
 
+# lesion words; "met" is "mets", report shorthand for metastases, and "foci" are foci of disease (one "focus" stays
+# a word: "focus on the liver")
 LESION_WORDS = {"tumor", "tumour", "lesion", "cancer", "carcinoma", "neoplasm", "metastasis", "metastase",
-                "malignancy", "mass", "met"}  # "met": "mets", report shorthand for metastases
+                "malignancy", "mass", "met", "foci"}
 # adjective -> the organ noun the class maps use; applied to sentences and variants alike
 ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen", "pulmonary": "lung",
                     "cardiac": "heart", "gastric": "stomach", "pancreatic": "pancreas", "prostatic": "prostate",
@@ -43,7 +45,7 @@ CARDINALS = {w: str(i) for i, w in enumerate("three four five six seven eight ni
                                               "fourteen fifteen sixteen seventeen eighteen nineteen twenty".split(), 3)}
 COUNTED_AFTER = frozenset("the all a an of and or these those its their both left right".split())
 IRREGULAR = {"vertebrae": "vertebra", "nuclei": "nucleus", "hippocampi": "hippocampus", "metastases": "metastasis",
-             "foci": "focus", "thalami": "thalamus", "bronchi": "bronchus", "amygdalae": "amygdala",
+             "thalami": "thalamus", "bronchi": "bronchus", "amygdalae": "amygdala",
              "putamina": "putamen", "cortices": "cortex", "globi": "globus", "pallidi": "pallidus",
              "thrombi": "thrombus", "emboli": "embolus"}
 NO_PLURAL_ENDINGS = ("ss", "us", "is", "as", "os")

@@ -101,6 +101,9 @@ def test_report_abbreviations_and_organ_synonyms():
     assert normalise("GB") == "gallbladder"
     assert normalise("large intestine") == "large bowel"
     assert normalise("adrenals bilaterally") == "adrenal both"
+    # plurals in -sses and foci of disease are lesion words (were "masse", and "focus" as a word)
+    assert normalise("hepatic masses") == normalise("pathological hepatic foci").split(" ", 1)[1] == "liver tumor"
+    assert normalise("renal abscesses") == "kidney abscess"
 
 
 def test_numbered_structures_are_found_by_number_not_by_their_region():

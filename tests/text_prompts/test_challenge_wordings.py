@@ -1,0 +1,54 @@
+"""The challenge's own phrasings as wordings a model never saw: a vocabulary built the way the real-CT job builds
+its targets (``datasets.totalseg_ct``: TotalSegmentator names, their phrasings and regions) must answer every
+challenge phrasing of a structure it knows with that structure or with the prompt's own embedding, never with
+another target."""
+from __future__ import annotations
+
+from nnunetv2_medals.datasets.totalseg_ct import regions, structure
+from nnunetv2_medals.text_prompts.canonical import default_canonicaliser
+from nnunetv2_medals.text_prompts.prompt_matching import VocabularyMatcher
+
+#: the upper-abdomen structures of the real-CT job's scan (TotalSegmentator ``total`` names)
+NAMES = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
+         "adrenal_gland_right", "adrenal_gland_left", "lung_upper_lobe_left", "lung_lower_lobe_left",
+         "lung_lower_lobe_right", "small_bowel", "duodenum", "colon", "vertebrae_L1", "vertebrae_T12", "aorta",
+         "inferior_vena_cava", "portal_vein_and_splenic_vein", "spinal_cord", "autochthon_left", "autochthon_right",
+         "iliopsoas_left", "iliopsoas_right", "rib_left_11", "rib_right_11"]
+
+
+def _vocabulary():
+    targets, labels = [], []
+    for value, name in enumerate(NAMES, start=1):
+        label, _, words = structure(name)
+        targets.append((label, words))
+        labels.append((value,))
+    value_of = {label: value for (label, _), (value,) in zip(targets, labels)}
+    for name, region in regions([label for label, _ in targets]).items():
+        targets.append((name, region["prompts"]))
+        labels.append(tuple(value_of[n] for n in region["labels"]))
+    return targets, labels
+
+
+def test_challenge_phrasings_of_known_structures_never_find_another_target(text_encoder, shared_prompts):
+    targets, labels = _vocabulary()
+    phrasings = list(dict.fromkeys(p for _, ps in targets for p in ps))
+    matcher = VocabularyMatcher(targets, phrasings, text_encoder.encode(phrasings), "CT", labels)
+    challenge = default_canonicaliser()
+    meant = {}                                   # challenge class -> our targets of that class
+    for name, _ in targets:
+        cls = challenge.canonicalise(name, "CT")
+        if cls is not None:
+            meant.setdefault(cls, set()).add(name)
+    texts, expected = [], []
+    for (dataset, class_id), cls in challenge.sources.items():
+        if cls in meant and dataset.startswith("CT"):
+            for text in shared_prompts[dataset][class_id]:
+                if text not in phrasings:
+                    texts.append(text)
+                    expected.append(meant[cls])
+    assert len(texts) > 300                      # the check covers the liver, kidneys, aorta, ... of many datasets
+    found = matcher.match(texts, text_encoder.encode(texts), encoder_words=text_encoder.whole_words)
+    wrong = [(t, m.target) for t, m, want in zip(texts, found, expected) if m.target is not None and m.target not in want]
+    right = sum(m.target in want for m, want in zip(found, expected))
+    assert not wrong, wrong[:10]
+    assert right / len(texts) >= 0.85, right / len(texts)
