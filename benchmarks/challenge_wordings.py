@@ -1,0 +1,103 @@
+"""The challenge's own phrasings as wordings a trained model never saw: how its prompts are read, and prompt files to
+score them with.
+
+    python benchmarks/challenge_wordings.py CHECKPOINT [--modality CT]
+    python benchmarks/challenge_wordings.py CHECKPOINT --rounds 5 --test_prompts PROMPTS_JSON --dataset_json DS_JSON \
+        --out DIR
+
+For every structure of the model whose name the challenge's class map knows, every phrasing of that class in the
+challenge's prompt file (packaged copy) that is not a trained phrasing is matched against the model's vocabulary
+(``ModelVocabulary.resolve``, as prediction does). Counted: read as the structure (canonical / side corrected), kept
+as its own embedding with the structure nearest, kept with another target nearest, and read as another target
+(wrong). With ``--rounds``, writes DIR/round_K.json prompt files: for each prompt of PROMPTS_JSON (a prompt file
+whose label values name the dataset's structures), the challenge phrasing number 7K (cyclic) of its structure -
+predict and ``evaluate`` each to score unseen wordings at the segmentation level.
+Prints a table and ``RESULT key=value ...``.
+"""
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+from pathlib import Path
+
+from nnunetv2_medals.text_prompts.canonical import default_canonicaliser
+from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
+
+
+def challenge_phrasings(vocabulary: ModelVocabulary, modality: str) -> dict[tuple[str, ...], list[str]]:
+    """Our targets of one challenge class (names; several when the model has two names for it: "liver" and "liver
+    parenchyma") -> the challenge's phrasings of that class that the model was not trained on."""
+    challenge = default_canonicaliser()
+    prompts = json.loads(_packaged().read_text())
+    trained = set(vocabulary.phrasings)
+    targets_of = collections.defaultdict(list)
+    for target in vocabulary.targets:
+        cls = challenge.canonicalise(target.name, modality)
+        if cls is not None:
+            targets_of[cls].append(target.name)
+    out = {}
+    for cls, names in targets_of.items():
+        texts = sorted({t for (dataset, class_id), c in challenge.sources.items() if c == cls
+                        for t in prompts[dataset][class_id]} - trained)
+        if texts:
+            out[tuple(names)] = texts
+    return out
+
+
+def _packaged() -> Path:
+    from importlib import resources
+
+    from nnunetv2_medals.text_prompts.canonical import PACKAGED_PROMPTS
+    return Path(str(resources.files("nnunetv2_medals.text_prompts").joinpath(PACKAGED_PROMPTS)))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("checkpoint")
+    parser.add_argument("--modality", default=None, help="default: the model's")
+    parser.add_argument("--rounds", type=int, default=0)
+    parser.add_argument("--test_prompts")
+    parser.add_argument("--dataset_json")
+    parser.add_argument("--out")
+    args = parser.parse_args()
+
+    vocabulary = ModelVocabulary.from_checkpoint(args.checkpoint)
+    modality = args.modality or vocabulary.modality or "CT"
+    per_target = challenge_phrasings(vocabulary, modality)
+    texts = [t for ts in per_target.values() for t in ts]
+    meant = [names for names, ts in per_target.items() for _ in ts]
+    _, matches = vocabulary.resolve(texts)
+    counts = collections.Counter()
+    for want, m in zip(meant, matches):
+        if m.target in want:
+            counts["read as the structure"] += 1
+        elif m.target is not None:
+            counts["read as another target"] += 1
+            print(f"  another target: {m.text!r} -> {m.target!r} (meant {' / '.join(want)!r})")
+        else:
+            counts["own embedding, structure nearest" if m.nearest_target in want else
+                   "own embedding, another target nearest"] += 1
+    print(f"{len(texts)} challenge phrasings ({modality}) of {len(per_target)} structures the model knows:")
+    for k in ("read as the structure", "own embedding, structure nearest", "own embedding, another target nearest",
+              "read as another target"):
+        print(f"  {k:40} {counts[k]:5d}  {counts[k] / max(len(texts), 1):.3f}")
+    print("RESULT phrasings=%d structures=%d read_as_structure=%d another_target=%d" % (
+        len(texts), len(per_target), counts["read as the structure"], counts["read as another target"]))
+
+    if args.rounds:
+        labels = json.loads(Path(args.dataset_json).read_text())["labels"]
+        name_of = {v: k for k, v in labels.items() if isinstance(v, int)}
+        texts_of = {name: ts for names, ts in per_target.items() for name in names}
+        test = json.loads(Path(args.test_prompts).read_text())["prompts"]
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        for r in range(args.rounds):
+            prompts = [{"text": texts_of[name_of[p["label"]]][7 * r % len(texts_of[name_of[p["label"]]])],
+                        "label": p["label"]} for p in test if name_of.get(p["label"]) in texts_of]
+            (out / f"round_{r}.json").write_text(json.dumps({"modality": modality, "prompts": prompts}, indent=1))
+        print(f"{args.rounds} prompt files ({len(prompts)} prompts each) -> {out}")
+
+
+if __name__ == "__main__":
+    main()
