@@ -12,7 +12,7 @@ as its own embedding with the structure nearest, kept with another target neares
 (wrong). With ``--rounds``, writes DIR/round_K.json prompt files: for each prompt of PROMPTS_JSON (a prompt file
 whose label values name the dataset's structures), the challenge phrasing number 7K (cyclic) of its structure -
 predict and ``evaluate`` each to score unseen wordings at the segmentation level.
-Prints a table and ``RESULT key=value ...``.
+Prints a table and ``RESULT key=value ...`` and writes benchmarks/results/challenge_wordings.json.
 """
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ import collections
 import json
 from pathlib import Path
 
+from bench_utils import report
 from nnunetv2_medals.text_prompts.canonical import default_canonicaliser
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 
@@ -60,6 +61,8 @@ def main() -> None:
     parser.add_argument("--test_prompts")
     parser.add_argument("--dataset_json")
     parser.add_argument("--out")
+    parser.add_argument("--quick", action="store_true", help="accepted for symmetry; the run takes seconds")
+    parser.add_argument("--results", default=str(Path(__file__).parent / "results" / "challenge_wordings.json"))
     args = parser.parse_args()
 
     vocabulary = ModelVocabulary.from_checkpoint(args.checkpoint)
@@ -82,8 +85,11 @@ def main() -> None:
     for k in ("read as the structure", "own embedding, structure nearest", "own embedding, another target nearest",
               "read as another target"):
         print(f"  {k:40} {counts[k]:5d}  {counts[k] / max(len(texts), 1):.3f}")
-    print("RESULT phrasings=%d structures=%d read_as_structure=%d another_target=%d" % (
-        len(texts), len(per_target), counts["read as the structure"], counts["read as another target"]))
+    report({"checkpoint": str(args.checkpoint), "modality": modality, "phrasings": len(texts),
+            "structures": len(per_target), "read_as_structure": counts["read as the structure"],
+            "own_embedding_structure_nearest": counts["own embedding, structure nearest"],
+            "own_embedding_other_nearest": counts["own embedding, another target nearest"],
+            "another_target": counts["read as another target"]}, args.results)
 
     if args.rounds:
         labels = json.loads(Path(args.dataset_json).read_text())["labels"]
