@@ -29,6 +29,7 @@ and spleen"); such prompts keep their own embedding.
 """
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass
 from typing import Sequence
 
@@ -38,18 +39,13 @@ from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.text_prompts.canonical import SIDES, Canonicaliser, default_canonicaliser, normalise, sentence_side
 from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
 from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
-from nnunetv2_medals.text_prompts.word_lists import BEYOND_ORGAN, FILLER_WORDS, KIND_WORDS, PART_WORDS, SCAN_WORDS
+from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, FILLER_WORDS, KIND_WORDS, PART_WORDS, SCAN_WORDS,
+                                                      SIDE_NOUNS, kind_words)
 
 #: below this cosine to every trained phrasing a prompt is reported as far from the model's vocabulary (default
 #: encoder: unrelated anatomy ~0.2-0.45, trained paraphrases >= 0.6)
 FAR_COSINE = 0.5
 _MODALITY_PREFIX = {"CT": "CT", "MRI": "MR", "PET": "PET", "US": "US", "Microscopy": "Microscopy"}
-
-
-def kind_words(words: Sequence[str]) -> set[str]:
-    """The :data:`KIND_WORDS` among normalised ``words`` (a contrast phase, "arterial phase", is no vessel:
-    :func:`normalise` has dropped it)."""
-    return {w for w in words if w in KIND_WORDS}
 
 
 @dataclass(frozen=True)
@@ -213,8 +209,9 @@ class VocabularyMatcher:
         return out
 
     def _target_of(self, text: str, words: list[str], cosines: np.ndarray) -> int | None:
-        """The target a prompt (raw ``text``, its normalised ``words``) names, by the rules in order: report shorthand
-        (:meth:`_letter_side_target`), canonical (:meth:`_canonical_target`), both sides (:meth:`_both_sides_target`)."""
+        """The target a prompt (raw ``text``, normalised ``words``) names, by the rules in order: shorthand sides
+        (:meth:`_letter_side_target`), canonical (:meth:`_canonical_target`), both sides
+        (:meth:`_both_sides_target`)."""
         target = self._letter_side_target(text, cosines, words)
         target = self._canonical_target(" ".join(words), cosines) if target is None else target
         return self._both_sides_target(words, cosines) if target is None else target
@@ -258,7 +255,9 @@ class VocabularyMatcher:
         """Does ``text`` say more than target ``target``: both sides for a target of one side, a word of another
         trained target that this one lacks, or a kind of structure in ``kinds`` (:func:`kind_words`: "cyst",
         "artery") that this one is not?"""
-        words = set(normalise(text).split())
+        norm = normalise(text)
+        # "left hemisphere hippocampus": the noun of a side phrase names the side, not a structure
+        words = set(norm.split()) - set(re.findall(rf"\b(?:left|right) ({'|'.join(SIDE_NOUNS)})\b", norm))
         own = self._target_words[target]
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:

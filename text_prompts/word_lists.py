@@ -31,7 +31,7 @@ ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen", 
                     "intestine": "bowel", "intestinal": "bowel"}
 # other words for a side: Latin (anatomical nomenclature) and radiology-report abbreviations
 # (single letters are not sides: "R/O", "L-spine", "L1")
-SIDE_SYNONYMS = {"bilateral": "both", "bilaterally": "both",
+SIDE_SYNONYMS = {"bilateral": "both", "bilaterally": "both", "lh": "left", "rh": "right",  # FreeSurfer's hemispheres
                  "dexter": "right", "dextra": "right", "dextrum": "right", "dextral": "right", "rt": "right",
                  "sinister": "left", "sinistra": "left", "sinistrum": "left", "sinistral": "left", "lt": "left"}
 # ordinals -> the number ("eleventh rib", "11th rib" and "rib 11" name one rib; "first lumbar vertebra" -> "1 ...")
@@ -81,6 +81,14 @@ KIND_WORDS = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node", "cy
                         "calculus", "calculi", "aneurysm", "thrombus", "embolus", "abscess", "hematoma", "haematoma",
                         "hemorrhage", "haemorrhage", "infarct", "fracture", "effusion", "calcification", "plaque",
                         "stent", "implant"})
+
+
+def kind_words(words) -> set[str]:
+    """The :data:`KIND_WORDS` among normalised ``words`` (a contrast phase, "arterial phase", is no vessel:
+    ``normalise`` has dropped it)."""
+    return {w for w in words if w in KIND_WORDS}
+
+
 #: kind words of things that extend beyond their organ (a renal artery reaches the aorta): the side guard does not
 #: take such a prompt for its organ (:meth:`VocabularyMatcher.structure_of`)
 BEYOND_ORGAN = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node"})
@@ -89,3 +97,6 @@ BEYOND_ORGAN = frozenset({"artery", "vein", "vessel", "duct", "nerve", "node"})
 #: nucleus")
 PART_WORDS = frozenset({"lobe", "upper", "lower", "middle", "segment", "head", "tail", "horn", "apex", "base", "root",
                         "wall", "hilum"})
+#: nouns that make a side phrase with a side word before them ("left hemisphere hippocampus", "the right half of
+#: the liver"): they name the side, not a structure
+SIDE_NOUNS = ("hemisphere", "half")

@@ -48,7 +48,8 @@ def test_challenge_phrasings_of_known_structures_never_find_another_target(text_
                     expected.append(meant[cls])
     assert len(texts) > 300                      # the check covers the liver, kidneys, aorta, ... of many datasets
     found = matcher.match(texts, text_encoder.encode(texts), encoder_words=text_encoder.whole_words)
-    wrong = [(t, m.target) for t, m, want in zip(texts, found, expected) if m.target is not None and m.target not in want]
+    wrong = [(t, m.target) for t, m, want in zip(texts, found, expected)
+             if m.target is not None and m.target not in want]
     right = sum(m.target in want for m, want in zip(found, expected))
     assert not wrong, wrong[:10]
     assert right / len(texts) >= 0.85, right / len(texts)

@@ -68,6 +68,9 @@ def _matcher(targets, encoder, modality):
     (FREESURFER, "MRI", "left hippocampal formation", "left hippocampus"),
     (FREESURFER, "MRI", "right amygdaloid body", "right amygdala"),
     (FREESURFER, "MRI", "bilateral amygdala", "both amygdalae"),
+    (FREESURFER, "MRI", "lh hippocampus", "left hippocampus"),           # FreeSurfer's hemisphere prefixes
+    (FREESURFER + [("both cerebellar hemispheres", ["cerebellar hemispheres"])], "MRI",
+     "left hemisphere hippocampus", "left hippocampus"),                  # a side phrase, not a structure word
     # numbers as words and European vertebra names; a canonical class that is only part of what the prompt says
     (SPINE_AND_LUNGS, "CT", "rib eleven left", "left rib 11"),        # was the region of all left ribs
     (SPINE_AND_LUNGS, "CT", "Th12", "T12 vertebra"),
