@@ -22,35 +22,8 @@ import json
 from pathlib import Path
 
 from bench_utils import report
-from nnunetv2_medals.text_prompts.canonical import default_canonicaliser
+from nnunetv2_medals.text_prompts.canonical import challenge_phrasings
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
-
-
-def challenge_phrasings(vocabulary: ModelVocabulary, modality: str) -> dict[tuple[str, ...], list[str]]:
-    """Our targets of one challenge class (names; several when the model has two names for it: "liver" and "liver
-    parenchyma") -> the challenge's phrasings of that class that the model was not trained on."""
-    challenge = default_canonicaliser()
-    prompts = json.loads(_packaged().read_text())
-    trained = set(vocabulary.phrasings)
-    targets_of = collections.defaultdict(list)
-    for target in vocabulary.targets:
-        cls = challenge.canonicalise(target.name, modality)
-        if cls is not None:
-            targets_of[cls].append(target.name)
-    out = {}
-    for cls, names in targets_of.items():
-        texts = sorted({t for (dataset, class_id), c in challenge.sources.items() if c == cls
-                        for t in prompts[dataset][class_id]} - trained)
-        if texts:
-            out[tuple(names)] = texts
-    return out
-
-
-def _packaged() -> Path:
-    from importlib import resources
-
-    from nnunetv2_medals.text_prompts.canonical import PACKAGED_PROMPTS
-    return Path(str(resources.files("nnunetv2_medals.text_prompts").joinpath(PACKAGED_PROMPTS)))
 
 
 def main() -> None:
@@ -61,13 +34,16 @@ def main() -> None:
     parser.add_argument("--test_prompts")
     parser.add_argument("--dataset_json")
     parser.add_argument("--out")
-    parser.add_argument("--quick", action="store_true", help="accepted for symmetry; the run takes seconds")
+    parser.add_argument("--quick", action="store_true", help="accepted like the other benchmarks' (this one takes "
+                                                                  "seconds whatever)")
     parser.add_argument("--results", default=str(Path(__file__).parent / "results" / "challenge_wordings.json"))
     args = parser.parse_args()
 
     vocabulary = ModelVocabulary.from_checkpoint(args.checkpoint)
     modality = args.modality or vocabulary.modality or "CT"
-    per_target = challenge_phrasings(vocabulary, modality)
+    if args.rounds and not (args.test_prompts and args.dataset_json and args.out):
+        parser.error("--rounds needs --test_prompts, --dataset_json and --out")
+    per_target = challenge_phrasings([t.name for t in vocabulary.targets], modality, vocabulary.phrasings)
     texts = [t for ts in per_target.values() for t in ts]
     meant = [names for names, ts in per_target.items() for _ in ts]
     _, matches = vocabulary.resolve(texts)

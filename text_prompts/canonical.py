@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Mapping
+from typing import Collection, Mapping, Sequence
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import read_json
@@ -45,8 +45,10 @@ def _singular(word: str) -> str:
         return IRREGULAR[word]
     if len(word) > 4 and word.endswith("ies"):
         return word[:-3] + "y"
-    if len(word) > 4 and word.endswith("sses"):
-        return word[:-2]                                 # "masses", "abscesses" (not "masse")
+    if len(word) > 4 and word.endswith(("sses", "ches", "shes", "xes")):
+        return word[:-2]                                 # "masses", "branches", "apexes" (not "masse", "branche")
+    if len(word) > 5 and word.endswith("uses"):
+        return word[:-2]                                 # "sinuses", "plexuses"
     if len(word) > 3 and word.endswith("s") and not word.endswith(NO_PLURAL_ENDINGS):
         return word[:-1]
     return word
@@ -306,10 +308,36 @@ def _merge_sharing_variants(groups: list[_Group]) -> list[_Group]:
 
 
 @functools.lru_cache(maxsize=1)
+def packaged_prompt_map() -> dict:
+    """The challenge's prompt file that ships with the package (read once; do not modify)."""
+    return json.loads(resources.files("nnunetv2_medals.text_prompts").joinpath(PACKAGED_PROMPTS).read_text())
+
+
+@functools.lru_cache(maxsize=1)
 def default_canonicaliser() -> Canonicaliser:
     """The canonicaliser of the challenge's prompt file that ships with the package."""
-    ref = resources.files("nnunetv2_medals.text_prompts").joinpath(PACKAGED_PROMPTS)
-    return Canonicaliser(json.loads(ref.read_text()), PACKAGED_PROMPTS)
+    return Canonicaliser(packaged_prompt_map(), PACKAGED_PROMPTS)
+
+
+def challenge_phrasings(names: Sequence[str], modality: str,
+                        exclude: Collection[str] = ()) -> dict[tuple[str, ...], list[str]]:
+    """``names`` (a model's targets) grouped by the challenge class each canonicalises to -> every phrasing of that
+    class in the packaged prompt file but ``exclude`` (the model's trained phrasings), sorted, each once: wordings
+    of its structures the model never saw. Several names share a class when a model has two for it ("liver",
+    "liver parenchyma")."""
+    challenge, prompts = default_canonicaliser(), packaged_prompt_map()
+    names_of: dict[CanonicalClass, list[str]] = {}
+    for name in names:
+        cls = challenge.canonicalise(name, modality)
+        if cls is not None:
+            names_of.setdefault(cls, []).append(name)
+    out = {}
+    for cls, ours in names_of.items():
+        texts = sorted({t for (dataset, class_id), c in challenge.sources.items() if c == cls
+                        for t in prompts[dataset][class_id]} - set(exclude))
+        if texts:
+            out[tuple(ours)] = texts
+    return out
 
 
 def canonicalise(sentence: str, modality: str | None = None) -> CanonicalClass | None:

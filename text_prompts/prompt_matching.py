@@ -117,15 +117,11 @@ class VocabularyMatcher:
         self._phrasings_of = [[name, *ps] for name, ps in targets]
         self._target_words = [set(normalise(" ".join(ps)).split()) for ps in self._phrasings_of]
         self._all_words = set().union(*self._target_words) if self._target_words else set()
-        # a region that holds a target names the same anatomy: its words are not another structure's ("left lung
-        # field": "field" is the lungs' word)
-        labels = [frozenset(v) for v in label_values] if label_values is not None else []
-        self._other_words = [set().union(set(), *(w for j, w in enumerate(self._target_words) if j != i and not (
-            labels and labels[i] <= labels[j]))) - own - self._filler - {"left", "right"}
-            for i, own in enumerate(self._target_words)]
+        self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
         self._spelling = spelling_candidates(self._all_words)
         # (left target, right target) -> the trained region that is exactly the two (``label_values`` tell)
         self._pair_regions: dict[tuple[int, int], int] = {}
+        labels = [frozenset(v) for v in label_values] if label_values is not None else []
         for i, right in ((i, self.counterpart(i, "right")) for i, (s, _) in enumerate(self._sides) if s == "left"):
             for region, own in enumerate(labels):
                 if right is not None and region not in (i, right) and own == labels[i] | labels[right]:

@@ -67,7 +67,8 @@ CONTRAST_PHASE = re.compile(rf"\b{_PHASE}(?:\s(?:and|or)\s{_PHASE})*\sphase\b")
 # ---- words the matching of prompts against a model's vocabulary (prompt_matching) treats specially
 #: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
 FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
-                          "segment", "area", "show", "find", "image", "scan", "ct", "mri", "mr", "please", "me"})
+                          "segment", "area", "field", "show", "find", "image", "scan", "ct", "mri", "mr", "please",
+                          "me"})
 #: words that describe the scan, not a structure ("left kidney on abdominal CT", "liver in a whole-body scan"): filler
 #: too, unless a trained target's name uses one ("abdominal wall", "chest wall"); a trained *phrasing* that
 #: uses one ("abdominal aorta") does not make it a structure word

@@ -5,10 +5,10 @@ another target."""
 from __future__ import annotations
 
 from nnunetv2_medals.datasets.totalseg_ct import regions, structure
-from nnunetv2_medals.text_prompts.canonical import default_canonicaliser
+from nnunetv2_medals.text_prompts.canonical import challenge_phrasings
 from nnunetv2_medals.text_prompts.prompt_matching import VocabularyMatcher
 
-#: the upper-abdomen structures of the real-CT job's scan (TotalSegmentator ``total`` names)
+#: 27 of the real-CT job's structures (TotalSegmentator ``total`` names; the job has 40: more ribs and vertebrae)
 NAMES = ["spleen", "kidney_right", "kidney_left", "gallbladder", "liver", "stomach", "pancreas",
          "adrenal_gland_right", "adrenal_gland_left", "lung_upper_lobe_left", "lung_lower_lobe_left",
          "lung_lower_lobe_right", "small_bowel", "duodenum", "colon", "vertebrae_L1", "vertebrae_T12", "aorta",
@@ -29,27 +29,17 @@ def _vocabulary():
     return targets, labels
 
 
-def test_challenge_phrasings_of_known_structures_never_find_another_target(text_encoder, shared_prompts):
+def test_challenge_phrasings_of_known_structures_never_find_another_target(text_encoder):
     targets, labels = _vocabulary()
     phrasings = list(dict.fromkeys(p for _, ps in targets for p in ps))
     matcher = VocabularyMatcher(targets, phrasings, text_encoder.encode(phrasings), "CT", labels)
-    challenge = default_canonicaliser()
-    meant = {}                                   # challenge class -> our targets of that class
-    for name, _ in targets:
-        cls = challenge.canonicalise(name, "CT")
-        if cls is not None:
-            meant.setdefault(cls, set()).add(name)
-    texts, expected = [], []
-    for (dataset, class_id), cls in challenge.sources.items():
-        if cls in meant and dataset.startswith("CT"):
-            for text in shared_prompts[dataset][class_id]:
-                if text not in phrasings:
-                    texts.append(text)
-                    expected.append(meant[cls])
-    assert len(texts) > 300                      # the check covers the liver, kidneys, aorta, ... of many datasets
+    unseen = challenge_phrasings([name for name, _ in targets], "CT", phrasings)
+    texts = [t for ts in unseen.values() for t in ts]
+    expected = [names for names, ts in unseen.items() for _ in ts]
+    assert len(texts) > 250                      # the liver, kidneys, aorta, ... of many datasets, each phrasing once
     found = matcher.match(texts, text_encoder.encode(texts), encoder_words=text_encoder.whole_words)
     wrong = [(t, m.target) for t, m, want in zip(texts, found, expected)
              if m.target is not None and m.target not in want]
     right = sum(m.target in want for m, want in zip(found, expected))
     assert not wrong, wrong[:10]
-    assert right / len(texts) >= 0.85, right / len(texts)
+    assert right / len(texts) >= 0.87, right / len(texts)     # 0.89 now; 0.53 before the wording rules of 2026-11-27
