@@ -22,7 +22,7 @@ import json
 from pathlib import Path
 
 from bench_utils import report
-from nnunetv2_medals.text_prompts.canonical import challenge_phrasings
+from nnunetv2_medals.text_prompts.unseen_wordings import challenge_phrasings
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 
 

@@ -26,7 +26,7 @@ import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Collection, Mapping, Sequence
+from typing import Mapping
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import read_json
@@ -159,6 +159,9 @@ class Canonicaliser:
                 for src in g.sources:
                     self.sources[src] = cls
             self._variants[modality] = sorted(variants, key=lambda vn: (-len(vn[0]), vn[0]))
+        # the sorted words of each variant of two to four words (a match in another word order)
+        self._bag = {v: tuple(sorted(v.split())) for vs in self._variants.values() for v, _ in vs
+                     if 2 <= len(v.split()) <= 4}
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Canonicaliser":
@@ -170,6 +173,10 @@ class Canonicaliser:
     def words(self) -> set[str]:
         """Every word of every normalised phrasing, all modalities."""
         return {w for variants in self._variants.values() for v, _ in variants for w in v.split()}
+
+    def variants(self, modality: str) -> list[tuple[str, str]]:
+        """(normalised phrasing, class name) of one modality, longest first."""
+        return list(self._variants.get(modality, []))
 
     def lookup(self, modality: str, name: str) -> CanonicalClass | None:
         return self._classes.get(modality, {}).get(name)
@@ -195,6 +202,10 @@ class Canonicaliser:
         candidates = [(v, m, name) for m in modalities for v, name in self._variants[m]
                       if v != skip_variant and (f" {v} " in padded or
                                                 (v.count(" ") <= 1 and v.replace(" ", "") in squashed))]
+        # the same words in another order in a stretch of the sentence ("left upper lung lobe": "left lung upper lobe")
+        windows = {tuple(sorted(words[i:i + n])) for n in (2, 3, 4) for i in range(len(words) - n + 1)}
+        candidates += [(v, m, name) for m in modalities for v, name in self._variants[m]
+                       if v != skip_variant and self._bag.get(v) in windows]
         if side is not None:
             # laterality by regex: match with the side words removed ("the kidney on the left side" finds
             # "left kidney" through "kidney"); the rules below keep only classes of that side
@@ -317,27 +328,6 @@ def packaged_prompt_map() -> dict:
 def default_canonicaliser() -> Canonicaliser:
     """The canonicaliser of the challenge's prompt file that ships with the package."""
     return Canonicaliser(packaged_prompt_map(), PACKAGED_PROMPTS)
-
-
-def challenge_phrasings(names: Sequence[str], modality: str,
-                        exclude: Collection[str] = ()) -> dict[tuple[str, ...], list[str]]:
-    """``names`` (a model's targets) grouped by the challenge class each canonicalises to -> every phrasing of that
-    class in the packaged prompt file but ``exclude`` (the model's trained phrasings), sorted, each once: wordings
-    of its structures the model never saw. Several names share a class when a model has two for it ("liver",
-    "liver parenchyma")."""
-    challenge, prompts = default_canonicaliser(), packaged_prompt_map()
-    names_of: dict[CanonicalClass, list[str]] = {}
-    for name in names:
-        cls = challenge.canonicalise(name, modality)
-        if cls is not None:
-            names_of.setdefault(cls, []).append(name)
-    out = {}
-    for cls, ours in names_of.items():
-        texts = sorted({t for (dataset, class_id), c in challenge.sources.items() if c == cls
-                        for t in prompts[dataset][class_id]} - set(exclude))
-        if texts:
-            out[tuple(ours)] = texts
-    return out
 
 
 def canonicalise(sentence: str, modality: str | None = None) -> CanonicalClass | None:

@@ -30,57 +30,22 @@ and spleen"); such prompts keep their own embedding.
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass
 from typing import Sequence
 
 import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.text_prompts.canonical import SIDES, Canonicaliser, default_canonicaliser, normalise, sentence_side
+from nnunetv2_medals.text_prompts.prompt_match import PromptMatch
 from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
 from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
 from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, FILLER_WORDS, KIND_WORDS, PART_WORDS, SCAN_WORDS,
-                                                      SIDE_NOUNS, kind_words)
+                                                      SCAN_CONTEXT, SIDE_NOUNS, kind_words)
 
 #: below this cosine to every trained phrasing a prompt is reported as far from the model's vocabulary (default
 #: encoder: unrelated anatomy ~0.2-0.45, trained paraphrases >= 0.6)
 FAR_COSINE = 0.5
 _MODALITY_PREFIX = {"CT": "CT", "MRI": "MR", "PET": "PET", "US": "US", "Microscopy": "Microscopy"}
-
-
-@dataclass(frozen=True)
-class PromptMatch:
-    """How one prompt was read: the trained ``target`` it is answered with (None = its own embedding decides),
-    ``method`` (canonical / side corrected / nearest embedding / raw), the nearest trained phrasing and its cosine,
-    and a warning for prompts far from the vocabulary."""
-
-    text: str
-    target: str | None
-    method: str
-    nearest_phrasing: str
-    nearest_target: str
-    cosine: float
-    warning: str | None = None
-    #: the prompt names a kind of structure (:data:`KIND_WORDS`) its nearest target is not ("left kidney cyst")
-    other_kind: bool = False
-
-    def meant_target(self, min_cosine: float = 0.6) -> str | None:
-        """The trained target this prompt stands for: the matched one, else the nearest phrasing's target when it is
-        at least ``min_cosine`` close (sizes for dynamic resampling, multi-part structures), else None. A prompt for
-        another kind of structure than its nearest target (``other_kind``: "left kidney cysts") stands for no
-        target: its size and parts are not the organ's."""
-        if self.other_kind:
-            return None
-        if self.target is not None:
-            return self.target
-        if self.nearest_target and self.cosine >= min_cosine:
-            return self.nearest_target
-        return None
-
-    def to_json(self) -> dict:
-        d = asdict(self)
-        d["cosine"] = round(float(self.cosine), 4)
-        return {k: v for k, v in d.items() if k not in ("text", "other_kind")}
 
 
 class VocabularyMatcher:
@@ -102,6 +67,9 @@ class VocabularyMatcher:
         self._targets_of_class: dict[str, list[int]] = {}
         for (_, class_id), cls in self.canonicaliser.sources.items():
             self._targets_of_class.setdefault(cls.name, []).append(int(class_id) - 1)
+        # each trained phrasing's words and the targets it names (a prompt that names two targets says more)
+        self._variant_targets = [(v.split(), set(self._targets_of_class[name]))
+                                 for v, name in self.canonicaliser.variants(self.modality)]
         self.phrasings = list(phrasings)
         target_of = {p: i for i, (_, ps) in enumerate(targets) for p in ps}
         self._phrasing_target = [target_of.get(p, -1) for p in self.phrasings]
@@ -252,13 +220,27 @@ class VocabularyMatcher:
         trained target that this one lacks, or a kind of structure in ``kinds`` (:func:`kind_words`: "cyst",
         "artery") that this one is not?"""
         norm = normalise(text)
-        # "left hemisphere hippocampus": the noun of a side phrase names the side, not a structure
-        words = set(norm.split()) - set(re.findall(rf"\b(?:left|right) ({'|'.join(SIDE_NOUNS)})\b", norm))
+        # "left hemisphere hippocampus": the noun of a side phrase names the side, not a structure; nor does the
+        # region of a scan ("thoracic CT")
+        words = set(norm.split()) - set(re.findall(rf"\b(?:left|right) ({'|'.join(SIDE_NOUNS)})\b", norm)) - \
+            set(SCAN_CONTEXT.findall(norm))
         own = self._target_words[target]
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:
             return True
-        return bool((words - own - self._filler) & (self._other_words[target] | kinds))
+        return bool((words - own - self._filler) & (self._other_words[target] | kinds)) or \
+            self._names_another(norm.split(), target)
+
+    def _names_another(self, words: list[str], target: int) -> bool:
+        """Does the prompt hold a trained phrasing of another target apart from (not overlapping) every phrasing of
+        ``target`` it holds ("left kidney and the kidneys": "the kidneys" is the both-kidneys region's; "left lung
+        field" is one stretch, not two)?"""
+        spans = {True: [], False: []}
+        for v, targets in self._variant_targets:
+            for i in range(len(words) - len(v) + 1):
+                if words[i:i + len(v)] == v:
+                    spans[target in targets].append((i, i + len(v)))
+        return any(all(e <= a or b <= s for a, b in spans[True]) for s, e in spans[False]) and bool(spans[True])
 
     def side_of(self, match: PromptMatch) -> str | None:
         """The side a prompt names: its side words, or report shorthand ("L putamen", "R kidney cyst") when the

@@ -68,7 +68,7 @@ CONTRAST_PHASE = re.compile(rf"\b{_PHASE}(?:\s(?:and|or)\s{_PHASE})*\sphase\b")
 #: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
 FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
                           "segment", "area", "field", "show", "find", "image", "scan", "ct", "mri", "mr", "please",
-                          "me"})
+                          "me", "and", "or"})
 #: words that describe the scan, not a structure ("left kidney on abdominal CT", "liver in a whole-body scan"): filler
 #: too, unless a trained target's name uses one ("abdominal wall", "chest wall"); a trained *phrasing* that
 #: uses one ("abdominal aorta") does not make it a structure word
@@ -101,3 +101,9 @@ PART_WORDS = frozenset({"lobe", "upper", "lower", "middle", "segment", "head", "
 #: nouns that make a side phrase with a side word before them ("left hemisphere hippocampus", "the right half of
 #: the liver"): they name the side, not a structure
 SIDE_NOUNS = ("hemisphere", "half")
+#: body regions that say where a scan was taken when a scan word follows ("thoracic computed tomography", "abdominal
+#: cavity", "head and neck CT"), even when a trained target's name uses one ("thoracic vertebrae")
+REGION_WORDS = frozenset({"thoracic", "abdominal", "pelvic", "chest", "abdomen", "pelvis", "thorax", "head", "neck",
+                          "cranial", "cardiac", "whole", "body"})
+SCAN_CONTEXT = re.compile(rf"\b({'|'.join(sorted(REGION_WORDS))}) (?:ct|mri|mr|computed|tomographic|tomography|"
+                          r"imaging|image|scan|cavity|region)\b")

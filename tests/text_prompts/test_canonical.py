@@ -29,7 +29,7 @@ def test_every_phrasing_maps_back_to_its_own_class(canonicaliser, shared_prompts
 def test_unseen_wording_mostly_maps_to_its_class(canonicaliser, shared_prompts):
     accuracy, misses = canonicaliser.leave_one_out_accuracy(shared_prompts)
     print(f"\nleave-one-phrasing-out accuracy {accuracy:.3f} ({len(misses)} misses)")
-    assert accuracy >= 0.9
+    assert accuracy >= 0.95          # 0.963; 0.947 before word order stopped mattering
     # misses are refusals or near-misses, never the other side
     for _, phrasing, got in misses:
         if got is not None and "left" in phrasing.lower().split():

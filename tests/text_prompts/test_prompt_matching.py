@@ -90,6 +90,12 @@ def _matcher(targets, encoder, modality):
     # ... unless a trained target's name uses it
     ([("abdominal aorta", ["abdominal aorta"]), ("thoracic aorta", ["thoracic aorta"])], "CT",
      "aorta, abdominal part", "abdominal aorta"),
+    # the same words in another order; a scan's region and "and" name no structure
+    (SPINE_AND_LUNGS, "CT", "the left upper lung lobe", "left lung upper lobe"),
+    (SPINE_AND_LUNGS + [("spinal cord", ["spinal cord"])], "CT", "spinal cord on thoracic computed tomography",
+     "spinal cord"),
+    (PHANTOM + [("portal vein and splenic vein", ["portal vein and splenic vein"])], "CT",
+     "liver on a chest and abdomen CT", "liver"),
     # report abbreviations
     (SPINE_AND_LUNGS, "CT", "LUL", "left lung upper lobe"),
     (PHANTOM + [("gallbladder", ["gallbladder", "gall bladder"])], "CT", "GB", "gallbladder"),
@@ -100,7 +106,9 @@ def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modali
 
 
 @pytest.mark.parametrize("prompt", ["left kidney and right kidney", "lymph node near the left kidney",
-                                    "left kidney and spleen", "right", "r"])
+                                    "left kidney and spleen", "right", "r",
+                                    # a phrasing of another target beside the target's own
+                                    "left kidney and the kidneys", "left kidney plus both kidneys"])
 def test_prompts_that_say_more_than_one_target_are_not_reduced_to_it(text_encoder, prompt):
     targets = PHANTOM + [("lymph node", ["lymph node", "enlarged lymph nodes"])]
     (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))

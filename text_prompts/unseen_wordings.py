@@ -1,0 +1,28 @@
+"""The challenge's own phrasings as wordings a model never saw (the packaged prompt file; no job trains on it): what
+``benchmarks/challenge_wordings.py`` and the tests read a model's vocabulary with."""
+from __future__ import annotations
+
+from typing import Collection, Sequence
+
+from nnunetv2_medals.text_prompts.canonical import CanonicalClass, default_canonicaliser, packaged_prompt_map
+
+
+def challenge_phrasings(names: Sequence[str], modality: str,
+                        exclude: Collection[str] = ()) -> dict[tuple[str, ...], list[str]]:
+    """``names`` (a model's targets) grouped by the challenge class each canonicalises to -> every phrasing of that
+    class in the packaged prompt file but ``exclude`` (the model's trained phrasings), sorted, each once: wordings
+    of its structures the model never saw. Several names share a class when a model has two for it ("liver",
+    "liver parenchyma")."""
+    challenge, prompts = default_canonicaliser(), packaged_prompt_map()
+    names_of: dict[CanonicalClass, list[str]] = {}
+    for name in names:
+        cls = challenge.canonicalise(name, modality)
+        if cls is not None:
+            names_of.setdefault(cls, []).append(name)
+    out = {}
+    for cls, ours in names_of.items():
+        texts = sorted({t for (dataset, class_id), c in challenge.sources.items() if c == cls
+                        for t in prompts[dataset][class_id]} - set(exclude))
+        if texts:
+            out[tuple(ours)] = texts
+    return out
