@@ -31,9 +31,9 @@ from typing import Mapping
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.io_utils import read_json
 from nnunetv2_medals.paths import MODALITIES
-from nnunetv2_medals.text_prompts.word_lists import (CARDINALS, CONTRAST_PHASE, COUNTED_AFTER, IRREGULAR, LESION_WORDS,
-                                                      MODALITY_WORDS, NO_PLURAL_ENDINGS, ORDINALS, ORGAN_ADJECTIVES,
-                                                      SIDE_SYNONYMS)
+from nnunetv2_medals.text_prompts.word_lists import (ABBREVIATIONS, CARDINALS, CONTRAST_PHASE, COUNTED_AFTER, IRREGULAR,
+                                                      LESION_WORDS, MODALITY_WORDS, NO_PLURAL_ENDINGS, ORDINALS,
+                                                      ORGAN_ADJECTIVES, SIDE_SYNONYMS)
 
 PACKAGED_PROMPTS = "biomedsegfm_text_prompts.json"
 LESION_TOKEN = "tumor"
@@ -72,6 +72,8 @@ def normalise(text: str) -> str:
             w = CARDINALS[w]                                       # "rib eleven", "ribs eleven, twelve"
         w = ORDINALS.get(w, w)
         w = _singular(w)
+        if w in ABBREVIATIONS and out[-len(ORGAN_ADJECTIVES[w].split()):] == ORGAN_ADJECTIVES[w].split():
+            continue                    # an abbreviation after its name says it once ("inferior vena cava (IVC)")
         w = ORGAN_ADJECTIVES.get(w, w)
         w = SIDE_SYNONYMS.get(w, w)
         out.append(LESION_TOKEN if w in LESION_WORDS else w)
@@ -174,10 +176,6 @@ class Canonicaliser:
         """Every word of every normalised phrasing, all modalities."""
         return {w for variants in self._variants.values() for v, _ in variants for w in v.split()}
 
-    def variants(self, modality: str) -> list[tuple[str, str]]:
-        """(normalised phrasing, class name) of one modality, longest first."""
-        return list(self._variants.get(modality, []))
-
     def lookup(self, modality: str, name: str) -> CanonicalClass | None:
         return self._classes.get(modality, {}).get(name)
 
@@ -204,8 +202,10 @@ class Canonicaliser:
                                                 (v.count(" ") <= 1 and v.replace(" ", "") in squashed))]
         # the same words in another order in a stretch of the sentence ("left upper lung lobe": "left lung upper lobe")
         windows = {tuple(sorted(words[i:i + n])) for n in (2, 3, 4) for i in range(len(words) - n + 1)}
+        both_sides = side is None and any(s in words for s in SIDES)      # reordered, "kidney right left" is no side
         candidates += [(v, m, name) for m in modalities for v, name in self._variants[m]
-                       if v != skip_variant and self._bag.get(v) in windows]
+                       if v != skip_variant and self._bag.get(v) in windows and
+                       not (both_sides and set(self._bag[v]) & set(SIDES))]
         if side is not None:
             # laterality by regex: match with the side words removed ("the kidney on the left side" finds
             # "left kidney" through "kidney"); the rules below keep only classes of that side

@@ -29,7 +29,7 @@ and spleen"); such prompts keep their own embedding.
 """
 from __future__ import annotations
 
-import re
+from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -40,7 +40,7 @@ from nnunetv2_medals.text_prompts.prompt_match import PromptMatch
 from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
 from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
 from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, FILLER_WORDS, KIND_WORDS, PART_WORDS, SCAN_WORDS,
-                                                      SCAN_CONTEXT, SIDE_NOUNS, kind_words)
+                                                      CONNECTIVES, SIDE_NOUNS, kind_words, scan_context)
 
 #: below this cosine to every trained phrasing a prompt is reported as far from the model's vocabulary (default
 #: encoder: unrelated anatomy ~0.2-0.45, trained paraphrases >= 0.6)
@@ -67,9 +67,6 @@ class VocabularyMatcher:
         self._targets_of_class: dict[str, list[int]] = {}
         for (_, class_id), cls in self.canonicaliser.sources.items():
             self._targets_of_class.setdefault(cls.name, []).append(int(class_id) - 1)
-        # each trained phrasing's words and the targets it names (a prompt that names two targets says more)
-        self._variant_targets = [(v.split(), set(self._targets_of_class[name]))
-                                 for v, name in self.canonicaliser.variants(self.modality)]
         self.phrasings = list(phrasings)
         target_of = {p: i for i, (_, ps) in enumerate(targets) for p in ps}
         self._phrasing_target = [target_of.get(p, -1) for p in self.phrasings]
@@ -86,6 +83,11 @@ class VocabularyMatcher:
         self._target_words = [set(normalise(" ".join(ps)).split()) for ps in self._phrasings_of]
         self._all_words = set().union(*self._target_words) if self._target_words else set()
         self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
+        # how often each word comes in one phrasing of a target at most ("vein" twice in "portal vein and splenic vein")
+        self._most_of = [{} for _ in self._phrasings_of]
+        for most, phrasings in zip(self._most_of, self._phrasings_of):
+            for count in (Counter(normalise(p).split()) for p in phrasings):
+                most.update({w: n for w, n in count.items() if n > most.get(w, 1)})
         self._spelling = spelling_candidates(self._all_words)
         # (left target, right target) -> the trained region that is exactly the two (``label_values`` tell)
         self._pair_regions: dict[tuple[int, int], int] = {}
@@ -217,30 +219,27 @@ class VocabularyMatcher:
 
     def _says_more(self, text: str, target: int, kinds: frozenset = KIND_WORDS) -> bool:
         """Does ``text`` say more than target ``target``: both sides for a target of one side, a word of another
-        trained target that this one lacks, or a kind of structure in ``kinds`` (:func:`kind_words`: "cyst",
-        "artery") that this one is not?"""
-        norm = normalise(text)
+        trained target that this one lacks, a kind of structure in ``kinds`` (:func:`kind_words`: "cyst", "artery")
+        that this one is not, a structure word more often than the target's phrasings have it ("left kidney and the
+        kidneys"), or a connective before a word the target does not use ("liver and heart", "aorta or IVC")?"""
         # "left hemisphere hippocampus": the noun of a side phrase names the side, not a structure; nor does the
-        # region of a scan ("thoracic CT")
-        words = set(norm.split()) - set(re.findall(rf"\b(?:left|right) ({'|'.join(SIDE_NOUNS)})\b", norm)) - \
-            set(SCAN_CONTEXT.findall(norm))
-        own = self._target_words[target]
+        # region of a scan ("thoracic CT", "head and neck CT")
+        said = normalise(text).split()
+        said = [w for i, w in enumerate(said) if not (w in SIDE_NOUNS and i and said[i - 1] in ("left", "right"))]
+        context = scan_context(said)
+        ordered = [w for i, w in enumerate(said) if i not in context]
+        words, own = set(ordered), self._target_words[target]
         if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
                 normalise(self.names[target])) is not None:
             return True
-        return bool((words - own - self._filler) & (self._other_words[target] | kinds)) or \
-            self._names_another(norm.split(), target)
-
-    def _names_another(self, words: list[str], target: int) -> bool:
-        """Does the prompt hold a trained phrasing of another target apart from (not overlapping) every phrasing of
-        ``target`` it holds ("left kidney and the kidneys": "the kidneys" is the both-kidneys region's; "left lung
-        field" is one stretch, not two)?"""
-        spans = {True: [], False: []}
-        for v, targets in self._variant_targets:
-            for i in range(len(words) - len(v) + 1):
-                if words[i:i + len(v)] == v:
-                    spans[target in targets].append((i, i + len(v)))
-        return any(all(e <= a or b <= s for a, b in spans[True]) for s, e in spans[False]) and bool(spans[True])
+        if (words - own - self._filler) & (self._other_words[target] | kinds):
+            return True
+        plain = {"left", "right", "both"} | self._filler | CONNECTIVES
+        if any(n > self._most_of[target].get(w, 1) for w, n in Counter(w for w in ordered if w not in plain).items()):
+            return True
+        following = [next((x for x in said[i + 1:] if x not in self._filler), None)
+                     for i, w in enumerate(said) if w in CONNECTIVES and i not in context]
+        return any(x is not None and x not in own | {"left", "right", "both"} for x in following)
 
     def side_of(self, match: PromptMatch) -> str | None:
         """The side a prompt names: its side words, or report shorthand ("L putamen", "R kidney cyst") when the

@@ -4,6 +4,7 @@ words :mod:`.prompt_matching` treats specially (filler, scan and kind words)."""
 from __future__ import annotations
 
 import re
+from typing import Sequence
 
 # lesion words; "met" is "mets", report shorthand for metastases, and "foci" are foci of disease (one "focus" stays
 # a word: "focus on the liver")
@@ -29,6 +30,8 @@ ORGAN_ADJECTIVES = {"renal": "kidney", "hepatic": "liver", "splenic": "spleen", 
                     "cbd": "common bile duct", "sma": "superior mesenteric artery", "smv": "superior mesenteric vein",
                     # one noun for one organ ("large intestine" is the large bowel, the colon's phrasing)
                     "intestine": "bowel", "intestinal": "bowel"}
+#: the abbreviations among them (said after the name they stand for, they say it once: "inferior vena cava (IVC)")
+ABBREVIATIONS = frozenset({"ivc", "svc", "ivd", "lul", "lll", "rul", "rml", "rll", "gb", "cbd", "sma", "smv"})
 # other words for a side: Latin (anatomical nomenclature) and radiology-report abbreviations
 # (single letters are not sides: "R/O", "L-spine", "L1")
 SIDE_SYNONYMS = {"bilateral": "both", "bilaterally": "both", "lh": "left", "rh": "right",  # FreeSurfer's hemispheres
@@ -68,7 +71,7 @@ CONTRAST_PHASE = re.compile(rf"\b{_PHASE}(?:\s(?:and|or)\s{_PHASE})*\sphase\b")
 #: words a prompt may add to a target's name and still mean it ("the right caudate" for "right caudate nucleus")
 FILLER_WORDS = frozenset({"the", "a", "an", "of", "on", "in", "at", "side", "sided", "part", "region", "structure",
                           "segment", "area", "field", "show", "find", "image", "scan", "ct", "mri", "mr", "please",
-                          "me", "and", "or"})
+                          "me"})
 #: words that describe the scan, not a structure ("left kidney on abdominal CT", "liver in a whole-body scan"): filler
 #: too, unless a trained target's name uses one ("abdominal wall", "chest wall"); a trained *phrasing* that
 #: uses one ("abdominal aorta") does not make it a structure word
@@ -102,8 +105,26 @@ PART_WORDS = frozenset({"lobe", "upper", "lower", "middle", "segment", "head", "
 #: the liver"): they name the side, not a structure
 SIDE_NOUNS = ("hemisphere", "half")
 #: body regions that say where a scan was taken when a scan word follows ("thoracic computed tomography", "abdominal
-#: cavity", "head and neck CT"), even when a trained target's name uses one ("thoracic vertebrae")
+#: cavity", "chest and abdomen CT"), even when a trained target's name uses one ("thoracic vertebrae"); "head and
+#: neck" always does
 REGION_WORDS = frozenset({"thoracic", "abdominal", "pelvic", "chest", "abdomen", "pelvis", "thorax", "head", "neck",
                           "cranial", "cardiac", "whole", "body"})
-SCAN_CONTEXT = re.compile(rf"\b({'|'.join(sorted(REGION_WORDS))}) (?:ct|mri|mr|computed|tomographic|tomography|"
-                          r"imaging|image|scan|cavity|region)\b")
+_SCAN_FOLLOWERS = frozenset({"ct", "mri", "mr", "computed", "tomographic", "tomography", "imaging", "image", "scan",
+                             "cavity", "region"})
+
+
+def scan_context(words: Sequence[str]) -> set[int]:
+    """Positions of normalised ``words`` that name the scan's body region, not a structure."""
+    out: set[int] = set()
+    for i, w in enumerate(words):
+        if w not in REGION_WORDS:
+            continue
+        end = i + 2 if words[i + 1:i + 3] and words[i + 1] == "and" and words[i + 2:i + 3] and \
+            words[i + 2] in REGION_WORDS else i
+        if words[end + 1:end + 2] and words[end + 1] in _SCAN_FOLLOWERS or words[i:i + 3] == ["head", "and", "neck"]:
+            out.update(range(i, end + 1))
+    return out
+
+
+#: words that join two structures ("liver and heart", "kidney or adrenal", "aorta plus IVC")
+CONNECTIVES = frozenset({"and", "or", "plus"})

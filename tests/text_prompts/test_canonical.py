@@ -96,6 +96,12 @@ def test_contrast_phases_are_no_structures(text, expected):
     assert normalise(text) == expected
 
 
+def test_words_in_another_order_match_but_never_make_a_side(canonicaliser):
+    assert canonicaliser.canonicalise("left upper lung lobe", "CT") == canonicaliser.canonicalise(
+        "left lung upper lobe", "CT") is not None
+    assert canonicaliser.canonicalise("kidney right left", "CT") is None      # both sides, reordered: no side
+
+
 def test_report_abbreviations_and_organ_synonyms():
     assert normalise("LUL") == "left upper lobe" and normalise("RLL nodule") == "right lower lobe nodule"
     assert normalise("GB") == "gallbladder"

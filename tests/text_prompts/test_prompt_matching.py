@@ -96,6 +96,9 @@ def _matcher(targets, encoder, modality):
      "spinal cord"),
     (PHANTOM + [("portal vein and splenic vein", ["portal vein and splenic vein"])], "CT",
      "liver on a chest and abdomen CT", "liver"),
+    (SPINE_AND_LUNGS + [("spinal cord", ["spinal cord"])], "CT", "spinal cord in head and neck CT", "spinal cord"),
+    (PHANTOM + [("inferior vena cava", ["inferior vena cava", "IVC"])], "CT", "inferior vena cava (IVC)",
+     "inferior vena cava"),                                               # an abbreviation after its name
     # report abbreviations
     (SPINE_AND_LUNGS, "CT", "LUL", "left lung upper lobe"),
     (PHANTOM + [("gallbladder", ["gallbladder", "gall bladder"])], "CT", "GB", "gallbladder"),
@@ -107,8 +110,10 @@ def test_unseen_wordings_find_their_trained_target(text_encoder, targets, modali
 
 @pytest.mark.parametrize("prompt", ["left kidney and right kidney", "lymph node near the left kidney",
                                     "left kidney and spleen", "right", "r",
-                                    # a phrasing of another target beside the target's own
-                                    "left kidney and the kidneys", "left kidney plus both kidneys"])
+                                    # a phrasing of another target beside the target's own, a structure word
+                                    # said twice, a connective before a structure the target is not
+                                    "left kidney and the kidneys", "left kidney plus both kidneys",
+                                    "the kidneys, left kidney", "liver and heart", "spleen or pancreas"])
 def test_prompts_that_say_more_than_one_target_are_not_reduced_to_it(text_encoder, prompt):
     targets = PHANTOM + [("lymph node", ["lymph node", "enlarged lymph nodes"])]
     (found,) = _matcher(targets, text_encoder, "CT").match([prompt], text_encoder.encode([prompt]))
