@@ -29,7 +29,6 @@ and spleen"); such prompts keep their own embedding.
 """
 from __future__ import annotations
 
-from collections import Counter
 from typing import Sequence
 
 import numpy as np
@@ -83,11 +82,6 @@ class VocabularyMatcher:
         self._target_words = [set(normalise(" ".join(ps)).split()) for ps in self._phrasings_of]
         self._all_words = set().union(*self._target_words) if self._target_words else set()
         self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
-        # how often each word comes in one phrasing of a target at most ("vein" twice in "portal vein and splenic vein")
-        self._most_of = [{} for _ in self._phrasings_of]
-        for most, phrasings in zip(self._most_of, self._phrasings_of):
-            for count in (Counter(normalise(p).split()) for p in phrasings):
-                most.update({w: n for w, n in count.items() if n > most.get(w, 1)})
         self._spelling = spelling_candidates(self._all_words)
         # (left target, right target) -> the trained region that is exactly the two (``label_values`` tell)
         self._pair_regions: dict[tuple[int, int], int] = {}
@@ -189,7 +183,10 @@ class VocabularyMatcher:
         if not self._pair_regions or not ("both" in words or {"left", "right"} <= set(words)) or \
                 sentence_side(" ".join(words)) is not None:
             return None                                  # "left kidney, both poles" is the left kidney's
-        rest = [w for w in words if w not in ("left", "right", "both", "and")]
+        # without the side words and the "and" of "left and right" (another "and" still joins two structures)
+        sides = (["left"], ["right"])
+        rest = [w for i, w in enumerate(words) if w not in ("left", "right", "both") and not (
+            w in CONNECTIVES and words[i - 1:i] in sides and words[i + 1:i + 2] in sides)]
         left, right = (self._canonical_target(" ".join([side, *rest]), cosines) for side in SIDES)
         return self._pair_regions.get((left, right))
 
@@ -220,8 +217,8 @@ class VocabularyMatcher:
     def _says_more(self, text: str, target: int, kinds: frozenset = KIND_WORDS) -> bool:
         """Does ``text`` say more than target ``target``: both sides for a target of one side, a word of another
         trained target that this one lacks, a kind of structure in ``kinds`` (:func:`kind_words`: "cyst", "artery")
-        that this one is not, a structure word more often than the target's phrasings have it ("left kidney and the
-        kidneys"), or a connective before a word the target does not use ("liver and heart", "aorta or IVC")?"""
+        that this one is not, or a connective before a word the target does not use ("liver and heart" when the model
+        knows no heart, "aorta or IVC")?"""
         # "left hemisphere hippocampus": the noun of a side phrase names the side, not a structure; nor does the
         # region of a scan ("thoracic CT", "head and neck CT")
         said = normalise(text).split()
@@ -234,12 +231,10 @@ class VocabularyMatcher:
             return True
         if (words - own - self._filler) & (self._other_words[target] | kinds):
             return True
-        plain = {"left", "right", "both"} | self._filler | CONNECTIVES
-        if any(n > self._most_of[target].get(w, 1) for w, n in Counter(w for w in ordered if w not in plain).items()):
-            return True
-        following = [next((x for x in said[i + 1:] if x not in self._filler), None)
+        plain = self._filler | {"left", "right", "both"}
+        following = [next((x for x in said[i + 1:] if x not in plain), None)
                      for i, w in enumerate(said) if w in CONNECTIVES and i not in context]
-        return any(x is not None and x not in own | {"left", "right", "both"} for x in following)
+        return any(x is not None and x not in own for x in following)
 
     def side_of(self, match: PromptMatch) -> str | None:
         """The side a prompt names: its side words, or report shorthand ("L putamen", "R kidney cyst") when the

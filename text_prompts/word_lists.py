@@ -104,13 +104,11 @@ PART_WORDS = frozenset({"lobe", "upper", "lower", "middle", "segment", "head", "
 #: nouns that make a side phrase with a side word before them ("left hemisphere hippocampus", "the right half of
 #: the liver"): they name the side, not a structure
 SIDE_NOUNS = ("hemisphere", "half")
-#: body regions that say where a scan was taken when a scan word follows ("thoracic computed tomography", "abdominal
-#: cavity", "chest and abdomen CT"), even when a trained target's name uses one ("thoracic vertebrae"); "head and
-#: neck" always does
+#: body regions that say where a scan was taken when a scan word follows ("thoracic computed tomography", "chest and
+#: abdomen CT", "head and neck CT"), even when a trained target's name uses one ("thoracic vertebrae")
 REGION_WORDS = frozenset({"thoracic", "abdominal", "pelvic", "chest", "abdomen", "pelvis", "thorax", "head", "neck",
                           "cranial", "cardiac", "whole", "body"})
-_SCAN_FOLLOWERS = frozenset({"ct", "mri", "mr", "computed", "tomographic", "tomography", "imaging", "image", "scan",
-                             "cavity", "region"})
+_SCAN_FOLLOWERS = frozenset({"ct", "mri", "mr", "computed", "tomographic", "tomography", "imaging", "image", "scan"})
 
 
 def scan_context(words: Sequence[str]) -> set[int]:
@@ -121,7 +119,7 @@ def scan_context(words: Sequence[str]) -> set[int]:
             continue
         end = i + 2 if words[i + 1:i + 3] and words[i + 1] == "and" and words[i + 2:i + 3] and \
             words[i + 2] in REGION_WORDS else i
-        if words[end + 1:end + 2] and words[end + 1] in _SCAN_FOLLOWERS or words[i:i + 3] == ["head", "and", "neck"]:
+        if words[end + 1:end + 2] and words[end + 1] in _SCAN_FOLLOWERS:
             out.update(range(i, end + 1))
     return out
 

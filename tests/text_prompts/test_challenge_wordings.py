@@ -42,4 +42,4 @@ def test_challenge_phrasings_of_known_structures_never_find_another_target(text_
              if m.target is not None and m.target not in want]
     right = sum(m.target in want for m, want in zip(found, expected))
     assert not wrong, wrong[:10]
-    assert right / len(texts) >= 0.95, right / len(texts)     # 0.99 now; 0.53 at c5d9133
+    assert right / len(texts) >= 0.95, right / len(texts)     # 0.98 now; 0.53 at c5d9133
