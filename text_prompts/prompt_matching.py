@@ -38,8 +38,8 @@ from nnunetv2_medals.text_prompts.canonical import SIDES, Canonicaliser, default
 from nnunetv2_medals.text_prompts.prompt_match import PromptMatch
 from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
 from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
-from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, FILLER_WORDS, KIND_WORDS, PART_WORDS, SCAN_WORDS,
-                                                      CONNECTIVES, SIDE_NOUNS, kind_words, scan_context)
+from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, CONNECTIVES, FILLER_WORDS, KIND_WORDS, PART_WORDS,
+                                                      SCAN_WORDS, SIDE_NOUNS, kind_words, scan_context)
 
 #: below this cosine to every trained phrasing a prompt is reported as far from the model's vocabulary (default
 #: encoder: unrelated anatomy ~0.2-0.45, trained paraphrases >= 0.6)
