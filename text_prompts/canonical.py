@@ -161,9 +161,13 @@ class Canonicaliser:
                 for src in g.sources:
                     self.sources[src] = cls
             self._variants[modality] = sorted(variants, key=lambda vn: (-len(vn[0]), vn[0]))
-        # the sorted words of each variant of two to four words (a match in another word order)
-        self._bag = {v: tuple(sorted(v.split())) for vs in self._variants.values() for v, _ in vs
-                     if 2 <= len(v.split()) <= 4}
+        # per modality, the variants of two to four words by their sorted words (a match in another word order), in
+        # variant order
+        self._reordered: dict[str, dict[tuple[str, ...], list[tuple[str, str]]]] = {m: {} for m in self._variants}
+        for m, vs in self._variants.items():
+            for v, name in vs:
+                if 2 <= len(v.split()) <= 4:
+                    self._reordered[m].setdefault(tuple(sorted(v.split())), []).append((v, name))
 
     @classmethod
     def from_file(cls, path: str | Path) -> "Canonicaliser":
@@ -203,9 +207,10 @@ class Canonicaliser:
         # the same words in another order in a stretch of the sentence ("left upper lung lobe": "left lung upper lobe")
         windows = {tuple(sorted(words[i:i + n])) for n in (2, 3, 4) for i in range(len(words) - n + 1)}
         both_sides = side is None and any(s in words for s in SIDES)      # reordered, "kidney right left" is no side
-        candidates += [(v, m, name) for m in modalities for v, name in self._variants[m]
-                       if v != skip_variant and self._bag.get(v) in windows and
-                       not (both_sides and set(self._bag[v]) & set(SIDES))]
+        candidates += sorted(((v, m, name) for m in modalities for bag in windows
+                              for v, name in self._reordered[m].get(bag, ())
+                              if v != skip_variant and not (both_sides and set(bag) & set(SIDES))),
+                             key=lambda c: (modalities.index(c[1]), -len(c[0]), c[0]))
         if side is not None:
             # laterality by regex: match with the side words removed ("the kidney on the left side" finds
             # "left kidney" through "kidney"); the rules below keep only classes of that side

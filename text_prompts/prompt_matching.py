@@ -226,8 +226,7 @@ class VocabularyMatcher:
         context = scan_context(said)
         ordered = [w for i, w in enumerate(said) if i not in context]
         words, own = set(ordered), self._target_words[target]
-        if {"left", "right"} <= words and not {"left", "right"} <= own and sentence_side(
-                normalise(self.names[target])) is not None:
+        if {"left", "right"} <= words and not {"left", "right"} <= own and self._name_side[target] is not None:
             return True
         if (words - own - self._filler) & (self._other_words[target] | kinds):
             return True

@@ -117,9 +117,9 @@ def scan_context(words: Sequence[str]) -> set[int]:
     for i, w in enumerate(words):
         if w not in REGION_WORDS:
             continue
-        end = i + 2 if words[i + 1:i + 3] and words[i + 1] == "and" and words[i + 2:i + 3] and \
-            words[i + 2] in REGION_WORDS else i
-        if words[end + 1:end + 2] and words[end + 1] in _SCAN_FOLLOWERS:
+        pair = words[i + 1:i + 3]                            # "chest and abdomen CT"
+        end = i + 2 if len(pair) == 2 and pair[0] == "and" and pair[1] in REGION_WORDS else i
+        if end + 1 < len(words) and words[end + 1] in _SCAN_FOLLOWERS:
             out.update(range(i, end + 1))
     return out
 
