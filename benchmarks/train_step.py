@@ -4,6 +4,7 @@
     python benchmarks/train_step.py --quick    # fewer repeats, under a minute
     python benchmarks/train_step.py --real     # real-size preset (ResEnc-M + reference query decoder), 128³
     python benchmarks/train_step.py --no_fusion_column   # + MedalSTrainer's step with the fusion conv off throughout
+    python benchmarks/train_step.py --malloc_default     # glibc malloc as it is (nnUNetTrainer as users run it)
 
 Both sides run forward + backward + AdamW/SGD step on the same random batch (data loading and augmentation are
 nnU-Net's in both trainers and are left out). The Medal S side runs its train_step's own prompt work
@@ -14,7 +15,9 @@ nnU-Net's grad scaler. Left out on the Medal S side: the training-time zoom (``d
 samples; off in the CPU demo) and the short-field-of-view cut (in the augmentation workers). Runs are interleaved;
 medians are reported. ``--no_fusion_column`` adds the Medal S step with the prompt-fusion conv left out in every
 step (same network, optimiser and prompt work), so its difference is what the fusion conv costs (slightly under:
-the normal column skips it in a tenth of the steps).
+the normal column skips it in a tenth of the steps). On CPU both sides run with freed memory kept for reuse, as
+MedalSTrainer sets it for CPU training (``training.cpu_memory``; a stock nnUNetTrainer run does not):
+``--malloc_default`` measures both without it.
 Prints a table, ``RESULT key=value …``, and writes ``benchmarks/results/train_step.json``.
 """
 from __future__ import annotations
@@ -39,6 +42,7 @@ from nnunetv2_medals.datasets.text_prompted import parse_text_prompted_dataset
 from nnunetv2_medals.losses import PromptBCEDiceLoss, nnunet_deep_supervision_weights
 from nnunetv2_medals.network.medals_network import MedalSNetwork
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary, VocabularyTarget
+from nnunetv2_medals.training.cpu_memory import keep_freed_memory
 from nnunetv2_medals.training.prompt_sampling import TargetLookup
 from nnunetv2_medals.training.prompted_batch import build_prompted_batch
 from nnunetv2_medals.trainers.medals_trainer import MedalSTrainer, fused_adamw
@@ -60,9 +64,13 @@ def main() -> None:
                                                                 "CUDA with nnUNet_compile); compile time is left out")
     parser.add_argument("--no_fusion_column", action="store_true",
                         help="also time MedalSTrainer's step with the prompt-fusion conv left out (its cost)")
+    parser.add_argument("--malloc_default", action="store_true",
+                        help="leave glibc's malloc as it is (by default both sides keep freed memory for reuse, as "
+                             "MedalSTrainer sets it for CPU training: training.cpu_memory)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "train_step.json"))
     args = parser.parse_args()
     device = args.device
+    kept = not args.malloc_default and device == "cpu" and keep_freed_memory()
 
     kwargs, tile = preset_kwargs(args.real)
     if not args.real:
@@ -172,7 +180,8 @@ def main() -> None:
     med = {k: statistics.median(v) for k, v in times.items()}
     preset = "real" if args.real else "cpu"
     print(f"training step, preset={preset}, batch 2 × {tile}, device={device}, {torch.get_num_threads()} threads, "
-          f"{args.max_queries} prompts/sample{', torch.compile' if args.compile else ''}")
+          f"{args.max_queries} prompts/sample{', torch.compile' if args.compile else ''}"
+          f"{', freed memory kept (both sides)' if kept else ''}")
     print(f"{'trainer':<24} {'median s/step':>14}")
     for k, v in med.items():
         print(f"{k:<24} {v:>14.3f}")
@@ -182,7 +191,7 @@ def main() -> None:
         for part in parts:
             cells = [statistics.median(split[t][part][1:]) if part in split[t] else None for t in split]
             print(f"{part:<44} " + " ".join(f"{'-' if c is None else format(c, '.4f'):>14}" for c in cells))
-    result = {"preset": preset, "device": device, "compiled": args.compile,
+    result = {"preset": preset, "device": device, "compiled": args.compile, "freed_memory_kept": kept,
               "nnunet_s": round(med["nnUNetTrainer"], 4),
               "medals_s": round(med["MedalSTrainer"], 4),
               "ratio_medals_nnunet": round(med["MedalSTrainer"] / med["nnUNetTrainer"], 3)}

@@ -30,6 +30,8 @@ from nnunetv2_medals.paths import ANNOTATED_LABELS_FILE, PLANS_KEY
 from nnunetv2_medals.text_prompts.side_wordings import OPT_OUT_KEY as SIDE_WORDINGS_KEY
 from nnunetv2_medals.text_prompts.side_wordings import with_side_wordings
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
+from nnunetv2_medals.training.cpu_memory import ENV as KEEP_FREED_MEMORY_ENV
+from nnunetv2_medals.training.cpu_memory import keep_freed_memory
 from nnunetv2_medals.training.dynamic_zoom import (box_sizes_mm, case_subset, median_extents_mm,
                                                    zoom_to_smallest_target)
 from nnunetv2_medals.training.lr_schedule import CosineLRScheduler
@@ -109,6 +111,10 @@ class MedalSTrainer(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
+        if self.device.type == "cpu" and keep_freed_memory():
+            # before the data loaders fork their workers, so they inherit it (training.cpu_memory)
+            self.print_to_log_file(f"CPU training: freed memory is kept for reuse (glibc malloc settings; "
+                                   f"{KEEP_FREED_MEMORY_ENV}=0 turns this off)")
         if self.side_wordings and self.dataset_json.get(SIDE_WORDINGS_KEY, True):
             # more ways to say a side than the dataset lists ("kidney on the left side", "left-sided kidney", …)
             self.text_dataset = with_side_wordings(self.text_dataset)

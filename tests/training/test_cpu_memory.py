@@ -1,0 +1,15 @@
+"""CPU training keeps freed memory for reuse (glibc malloc settings), unless switched off."""
+import platform
+
+import pytest
+
+from nnunetv2_medals.training.cpu_memory import ENV, keep_freed_memory
+
+
+@pytest.mark.skipif(platform.system() != "Linux" or platform.libc_ver()[0] != "glibc",
+                    reason="malloc settings exist on glibc only")
+def test_settings_apply_on_glibc_and_the_switch_turns_them_off(monkeypatch):
+    monkeypatch.setenv(ENV, "0")
+    assert keep_freed_memory() is False
+    monkeypatch.delenv(ENV)
+    assert keep_freed_memory() is True
