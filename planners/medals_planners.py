@@ -90,10 +90,8 @@ class MedalSPlanner(nnUNetPlannerResEncM):
             plan["batch_size"] = self.fixed_batch_size
         if len(spacing) == 3:
             plan["architecture"]["network_class_name"] = NETWORK_CLASS_NAME
-            arch = plan["architecture"]["arch_kwargs"]
-            # the prompt fusion conv runs at full resolution: it takes nnU-Net's full-resolution kernel
-            arch.update({"text_embedding_dim": self.text_encoder_record["dim"], **self.query_decoder,
-                         "fusion_kernel_size": [int(k) for k in arch["kernel_sizes"][0]]})
+            plan["architecture"]["arch_kwargs"].update(
+                {"text_embedding_dim": self.text_encoder_record["dim"], **self.query_decoder})
         return plan
 
     def save_plans(self, plans):

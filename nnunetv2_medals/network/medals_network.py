@@ -134,17 +134,14 @@ class PromptFusion(nn.Module):
     """Spatial-prompt refinement, paper §2.3: ``F_a = Tᵀ S_p``, ``F_r = Conv([F; F_a])``, logits ``= T·F_r``.
 
     ``F_a`` is, per voxel, the prompt-weighted sum of the N query vectors (channel-wise alignment of the spatial
-    prompts with the text queries); one conv + norm + nonlinearity maps ``2C -> C``. Its kernel is ``kernel_size``:
-    the plans' full-resolution kernel, as nnU-Net's own native-resolution decoder stage uses (3×3×3 on an isotropic
-    grid, the reference's choice; e.g. 1×3×3 where nnU-Net plans thick slices), 3×3×3 for plans and checkpoints
-    from before this choice.
+    prompts with the text queries); one 3×3×3 conv + norm + nonlinearity maps ``2C -> C``.
     """
 
     def __init__(self, channels: int, conv_op: Type[nn.Module], norm_op, norm_op_kwargs, nonlin, nonlin_kwargs,
-                 conv_bias: bool = True, kernel_size: Union[int, Sequence[int]] = 3):
+                 conv_bias: bool = True):
         super().__init__()
-        self.conv = ConvDropoutNormReLU(conv_op, 2 * channels, channels, kernel_size, 1, conv_bias, norm_op,
-                                        norm_op_kwargs, None, None, nonlin, nonlin_kwargs)
+        self.conv = ConvDropoutNormReLU(conv_op, 2 * channels, channels, 3, 1, conv_bias, norm_op, norm_op_kwargs,
+                                        None, None, nonlin, nonlin_kwargs)
 
     def forward(self, features: torch.Tensor, class_vectors: torch.Tensor,
                 spatial_prompts: torch.Tensor | None) -> torch.Tensor:
@@ -199,7 +196,7 @@ class MedalSNetwork(nn.Module):
     """ResEnc U-Net + query decoder + spatial-prompt fusion (Medal S).
 
     Built by nnU-Net from the plans (``network_class_name`` + ``arch_kwargs``): the ResEnc arguments are nnU-Net's,
-    the ``text_embedding_dim``, ``query_*`` and ``fusion_kernel_size`` (:class:`PromptFusion`) arguments are ours. ``num_classes`` is the number of trained
+    the ``text_embedding_dim`` and ``query_*`` arguments are ours. ``num_classes`` is the number of trained
     classes/regions whose embeddings are stored in the ``class_embeddings`` buffer (saved with the weights, in
     :class:`TrainedTargets`).
 
@@ -222,8 +219,7 @@ class MedalSNetwork(nn.Module):
                  n_conv_per_stage_decoder, conv_bias: bool = True, norm_op=None, norm_op_kwargs: dict = None,
                  dropout_op=None, dropout_op_kwargs: dict = None, nonlin=None, nonlin_kwargs: dict = None,
                  deep_supervision: bool = False, text_embedding_dim: int = 384, query_dim: int = 768,
-                 query_heads: int = 8, query_layers: int = 6, query_ffn_dim: int = 2048, query_mlp_hidden: int = 256,
-                 fusion_kernel_size: Union[int, Sequence[int]] = 3):
+                 query_heads: int = 8, query_layers: int = 6, query_ffn_dim: int = 2048, query_mlp_hidden: int = 256):
         super().__init__()
         if isinstance(n_blocks_per_stage, int):
             n_blocks_per_stage = [n_blocks_per_stage] * n_stages
@@ -236,7 +232,7 @@ class MedalSNetwork(nn.Module):
                                           self.decoder.output_channels, query_dim, query_heads, query_layers,
                                           query_ffn_dim, query_mlp_hidden)
         self.prompt_fusion = PromptFusion(self.decoder.output_channels[0], conv_op, norm_op, norm_op_kwargs, nonlin,
-                                          nonlin_kwargs, conv_bias, fusion_kernel_size)
+                                          nonlin_kwargs, conv_bias)
         self.targets = nn.ModuleDict({"seg_layers": TrainedTargets(num_classes, text_embedding_dim)})
         # fixed centring of text embeddings (set from the trained phrasings): sentence embeddings of anatomy share a
         # large common component, and removing it lets "left kidney" and "right kidney" start further apart

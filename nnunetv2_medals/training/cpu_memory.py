@@ -27,32 +27,48 @@ _M_TRIM_THRESHOLD = -1
 _M_TOP_PAD = -2
 _M_MMAP_THRESHOLD = -3
 
-#: blocks up to this size come from the heap and are reused after free (mallopt takes an int)
+#: blocks up to this size come from the heap and are reused after free; glibc up to 2.34 refuses more than
+#: :data:`MMAP_THRESHOLD_FALLBACK` (half its 64 MiB heap size on 64-bit systems)
 MMAP_THRESHOLD = 1 << 30
-#: never trim the heap top back to the system
+MMAP_THRESHOLD_FALLBACK = 32 << 20
+#: never trim the heap top back to the system (mallopt takes an int)
 TRIM_THRESHOLD = (1 << 31) - 1
 #: grow the heap in steps of this size
 TOP_PAD = 64 << 20
 
 
-def keep_freed_memory() -> bool:
-    """Set glibc's malloc to keep freed blocks up to :data:`MMAP_THRESHOLD` for reuse (see the module docstring).
+def _libc():
+    """glibc's handle, or None (another C library: musl and macOS have no such settings)."""
+    name = ctypes.util.find_library("c")
+    for handle in ((name,) if name else ()) + (None,):  # None: the running program's own symbols
+        try:
+            libc = ctypes.CDLL(handle)
+            libc.gnu_get_libc_version
+            return libc
+        except (OSError, AttributeError):
+            continue
+    return None
 
-    Returns whether the settings were applied: False with ``nnUNet_medals_keep_freed_memory=0``, or where the C
-    library is not glibc (no ``mallopt``/``gnu_get_libc_version``).
+
+def keep_freed_memory() -> bool:
+    """Set glibc's malloc to keep freed blocks for reuse (see the module docstring).
+
+    Returns whether the settings were applied: False with ``nnUNet_medals_keep_freed_memory=0``, where the C
+    library is not glibc, or where glibc refused a setting.
     """
     if os.environ.get(ENV, "1").strip() == "0":
         return False
-    name = ctypes.util.find_library("c")
-    if not name:
+    libc = _libc()
+    if libc is None:
         return False
-    try:
-        libc = ctypes.CDLL(name)
-        libc.gnu_get_libc_version  # glibc only: musl and macOS have no such settings
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
-        return False
+    mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    settings = ((_M_MMAP_THRESHOLD, MMAP_THRESHOLD), (_M_TRIM_THRESHOLD, TRIM_THRESHOLD), (_M_TOP_PAD, TOP_PAD))
-    return all(mallopt(param, value) == 1 for param, value in settings)
+    threshold = (mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD) == 1
+                 or mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_FALLBACK) == 1)
+    if not threshold:
+        # the trim setting alone would freeze the mmap threshold at its 128 kB start (a step took 2.5x as long)
+        return False
+    trim = mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD) == 1
+    pad = mallopt(_M_TOP_PAD, TOP_PAD) == 1
+    return trim and pad

@@ -141,9 +141,6 @@ def test_nnunet_builds_it_from_our_plans(preprocessed_phantom):
     net = get_network_from_plans(arch["network_class_name"], arch["arch_kwargs"], arch["_kw_requires_import"],
                                  1, 8, deep_supervision=True)
     assert isinstance(net, MedalSNetwork) and net.class_embeddings.shape == (8, 384)
-    # the prompt fusion conv takes nnU-Net's full-resolution kernel from the plans
-    assert arch["arch_kwargs"]["fusion_kernel_size"] == arch["arch_kwargs"]["kernel_sizes"][0]
-    assert tuple(net.prompt_fusion.conv.conv.weight.shape[2:]) == tuple(arch["arch_kwargs"]["kernel_sizes"][0])
     out = net(torch.randn(1, 1, *cfg["patch_size"]), torch.randn(1, 2, 384))
     assert len(out) == len(cfg["architecture"]["arch_kwargs"]["strides"]) - 1
     assert tuple(out[0].shape[2:]) == tuple(cfg["patch_size"])
@@ -193,25 +190,3 @@ def test_nnunet_pretrained_weights_keep_the_new_datasets_targets(tmp_path):
     torch.testing.assert_close(new.class_embeddings, own)
     assert new.vocabulary == {"targets": ["three new targets"]}
     torch.testing.assert_close(new.encoder.stem.convs[0].conv.weight, pretrained.encoder.stem.convs[0].conv.weight)
-
-
-def test_fusion_conv_follows_an_anisotropic_full_resolution_kernel_and_older_plans_keep_3x3x3():
-    torch.manual_seed(0)
-    kwargs = dict(input_channels=1, n_stages=3, features_per_stage=(8, 16, 32), conv_op=torch.nn.Conv3d,
-                  kernel_sizes=[[1, 3, 3], [3, 3, 3], [3, 3, 3]], strides=[[1, 1, 1], [1, 2, 2], [2, 2, 2]],
-                  n_blocks_per_stage=[1, 1, 1], num_classes=3, n_conv_per_stage_decoder=[1, 1],
-                  norm_op=torch.nn.InstanceNorm3d, norm_op_kwargs={"eps": 1e-5, "affine": True},
-                  nonlin=torch.nn.LeakyReLU, nonlin_kwargs={"inplace": True}, text_embedding_dim=L, query_dim=32,
-                  query_heads=4, query_layers=1, query_ffn_dim=32, query_mlp_hidden=16)
-    thin = MedalSNetwork(**kwargs, fusion_kernel_size=[1, 3, 3]).eval()
-    assert tuple(thin.prompt_fusion.conv.conv.weight.shape) == (8, 16, 1, 3, 3)
-    x, text = torch.randn(1, 1, 8, 16, 16), torch.randn(1, 2, L)
-    prompts = torch.zeros(1, 2, 8, 16, 16)
-    prompts[0, 0, 2:5, 4:9, 4:9] = 1
-    assert thin(x, text, prompts).shape == (1, 2, 8, 16, 16)
-    # plans and checkpoints from before the kwarg: the reference's 3×3×3, and their weights load
-    legacy = MedalSNetwork(**kwargs)
-    assert tuple(legacy.prompt_fusion.conv.conv.weight.shape[2:]) == (3, 3, 3)
-    MedalSNetwork(**kwargs).load_state_dict(legacy.state_dict())
-    with pytest.raises(RuntimeError, match="prompt_fusion"):
-        thin.load_state_dict(legacy.state_dict())
