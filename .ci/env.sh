@@ -24,7 +24,7 @@ export PATH="$VENV/bin:$PATH"
 export HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
 export nnUNet_extTrainer="$(nnunetv2_medals trainer-dir)"
-# Augmentation workers for the jobs' CPU training: on 2 cores, worker processes compete with torch's 2 threads and
-# the real-CT job's epochs took ~7 % longer with 2 workers than with augmentation in the main process (docs/decisions.md)
+# Augmentation workers for the jobs' CPU training (nnUNet_n_proc_DA of their training commands only): on 2 cores
+# worker processes compete with torch's 2 threads (docs/decisions.md, "The CPU training step")
 MEDALS_DA_WORKERS="$([ "$(nproc)" -le 2 ] && echo 0 || echo 2)"
 export MEDALS_DA_WORKERS

@@ -4,7 +4,7 @@
     python benchmarks/train_step.py --quick    # fewer repeats, under a minute
     python benchmarks/train_step.py --real     # real-size preset (ResEnc-M + reference query decoder), 128³
     python benchmarks/train_step.py --no_fusion_column   # + MedalSTrainer's step with the fusion conv off throughout
-    python benchmarks/train_step.py --malloc_default     # glibc malloc as it is (nnUNetTrainer as users run it)
+    python benchmarks/train_step.py --malloc_default     # both sides with glibc's malloc as it is
 
 Both sides run forward + backward + AdamW/SGD step on the same random batch (data loading and augmentation are
 nnU-Net's in both trainers and are left out). The Medal S side runs its train_step's own prompt work

@@ -1,17 +1,16 @@
 """Keep freed memory in the process during CPU training (glibc's malloc settings).
 
 A CPU training step allocates and frees the same tensors every iteration: the network's activations, and on the
-Medal S side N per-prompt maps at every deep-supervision scale, N spatial prompts and their targets (2 × 32 maps of
-32 × 48 × 48 voxels are 19 MB each). glibc serves blocks above its mmap threshold with fresh ``mmap`` pages and hands
-them back on free (it raises that threshold dynamically, but only up to 32 MB, and trims the heap top above twice
-it), so the next step page-faults those megabytes in again; the profiler shows it as elementwise ops taking
-several times their memory-bandwidth time. Setting the thresholds keeps freed blocks for reuse: on the CPU preset
-(``benchmarks/train_step.py``, 2 cores) a MedalSTrainer step took about 15 % less time, nnUNetTrainer's 5 % less.
-This is what the PyTorch CPU tuning guide gets from jemalloc/tcmalloc, without preloading a library.
+Medal S side N per-prompt maps at every deep-supervision scale, N spatial prompts and their targets (tens of MB
+each). glibc serves big blocks with fresh ``mmap`` pages and returns them on free (its dynamic mmap threshold stops
+at 32 MB), and trims the heap top, so every step page-faults the same megabytes in again. Raising the mmap threshold
+and never trimming keeps freed blocks for reuse: what the PyTorch CPU tuning guide gets from preloading
+jemalloc/tcmalloc, without a library to install. Measured in ``benchmarks/train_step.py`` (README "Benchmarks",
+docs/decisions.md "The CPU training step").
 
-The price is resident memory: the process keeps its peak instead of returning freed blocks to the system (a few
-hundred MB at the CPU preset). ``nnUNet_medals_keep_freed_memory=0`` turns it off; non-glibc systems are left as
-they are.
+The price is resident memory: the process, and every augmentation worker forked after the call, keeps its peak
+instead of returning freed blocks to the system. ``nnUNet_medals_keep_freed_memory=0`` turns it off; other C
+libraries than glibc are left as they are.
 """
 from __future__ import annotations
 

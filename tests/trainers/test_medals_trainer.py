@@ -20,6 +20,8 @@ def smoke_run(smoke_model):
 def test_stock_train_command_writes_a_final_checkpoint_with_the_vocabulary(smoke_run):
     stdout, out, _ = smoke_run
     assert "Using trainer 'MedalSTrainer_smoke'" in stdout
+    # CPU training keeps freed memory for reuse and says how to turn it off (training.cpu_memory)
+    assert "freed memory is kept for reuse" in stdout and "nnUNet_medals_keep_freed_memory=0" in stdout
     checkpoint = torch.load(out / "checkpoint_final.pth", map_location="cpu", weights_only=False)
     weights = checkpoint["network_weights"]
     vocabulary = weights[TRAINED_TARGETS_PREFIX + "_extra_state"]

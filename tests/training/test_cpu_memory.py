@@ -1,4 +1,5 @@
-"""CPU training keeps freed memory for reuse (glibc malloc settings), unless switched off."""
+"""CPU training keeps freed memory for reuse (glibc malloc settings), unless switched off. (This sets them for the
+rest of the test process, as every CPU training run in it would.)"""
 import platform
 
 import pytest
