@@ -1,4 +1,4 @@
-# Sourced by .ci/demo and .ci/test: create or reuse .venv and install the project (offline-safe at run time).
+# Sourced by .ci/demo, .ci/test and the other .ci jobs: create or reuse .venv and install the project (offline-safe at run time).
 # torch goes in first, pinned, and every later install uses constraints.txt so nnU-Net's dependency chain keeps
 # the CPU build (DESIGN §1). Reinstalls only when setup.py or constraints.txt changed.
 set -euo pipefail
@@ -26,5 +26,5 @@ export nnUNet_def_n_proc="${nnUNet_def_n_proc:-1}"
 export nnUNet_extTrainer="$(nnunetv2_medals trainer-dir)"
 # Augmentation workers for the jobs' CPU training (nnUNet_n_proc_DA of their training commands only): on 2 cores
 # worker processes compete with torch's 2 threads (docs/decisions.md, "The CPU training step")
-MEDALS_DA_WORKERS="$([ "$(nproc)" -le 2 ] && echo 0 || echo 2)"
+MEDALS_DA_WORKERS="${MEDALS_DA_WORKERS:-$([ "$(nproc)" -le 2 ] && echo 0 || echo 2)}"
 export MEDALS_DA_WORKERS

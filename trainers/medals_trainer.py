@@ -111,10 +111,6 @@ class MedalSTrainer(nnUNetTrainer):
 
     def initialize(self):
         super().initialize()
-        if self.device.type == "cpu" and keep_freed_memory():
-            # before the data loaders fork their workers, so they inherit it (training.cpu_memory)
-            self.print_to_log_file(f"CPU training: freed memory is kept for reuse (glibc malloc settings; "
-                                   f"{KEEP_FREED_MEMORY_ENV}=0 turns this off)")
         if self.side_wordings and self.dataset_json.get(SIDE_WORDINGS_KEY, True):
             # more ways to say a side than the dataset lists ("kidney on the left side", "left-sided kidney", …)
             self.text_dataset = with_side_wordings(self.text_dataset)
@@ -136,6 +132,11 @@ class MedalSTrainer(nnUNetTrainer):
         self.print_to_log_file(f"text prompts: {len(self.vocabulary.phrasings)} phrasings of "
                                f"{len(self.text_dataset.targets)} targets, "
                                f"encoder {self.vocabulary.text_encoder['id']}")
+        if self.device.type == "cpu" and keep_freed_memory():
+            # after the text encoder's one-off work, before the data loaders fork their workers (which inherit
+            # it; training.cpu_memory)
+            self.print_to_log_file(f"CPU training: freed memory is kept for reuse (glibc malloc settings; "
+                                   f"{KEEP_FREED_MEMORY_ENV}=0 turns this off)")
 
     def _measure_targets(self, canonical: bool) -> None:
         """One read of the training cases (at most 50): each target's median extent (dynamic resampling) and, with

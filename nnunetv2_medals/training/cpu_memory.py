@@ -36,15 +36,18 @@ TRIM_THRESHOLD = (1 << 31) - 1
 TOP_PAD = 64 << 20
 
 
+#: malloc settings a user may have made through the environment; they are respected (nothing is changed)
+USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP_PAD_", "GLIBC_TUNABLES")
+
+
 def _libc():
     """glibc's handle, or None (another C library: musl and macOS have no such settings)."""
-    name = ctypes.util.find_library("c")
-    for handle in ((name,) if name else ()) + (None,):  # None: the running program's own symbols
+    for handle in (None, ctypes.util.find_library("c")):  # None: the running program's own symbols, libc included
         try:
             libc = ctypes.CDLL(handle)
             libc.gnu_get_libc_version
             return libc
-        except (OSError, AttributeError):
+        except (OSError, AttributeError, TypeError):
             continue
     return None
 
@@ -52,10 +55,11 @@ def _libc():
 def keep_freed_memory() -> bool:
     """Set glibc's malloc to keep freed blocks for reuse (see the module docstring).
 
-    Returns whether the settings were applied: False with ``nnUNet_medals_keep_freed_memory=0``, where the C
-    library is not glibc, or where glibc refused a setting.
+    Returns whether the settings were applied: False with ``nnUNet_medals_keep_freed_memory=0``, when the user set
+    malloc through the environment (:data:`USER_SETTINGS`), where the C library is not glibc, or where glibc refused
+    a setting.
     """
-    if os.environ.get(ENV, "1").strip() == "0":
+    if os.environ.get(ENV, "1").strip() == "0" or any(os.environ.get(name) for name in USER_SETTINGS):
         return False
     libc = _libc()
     if libc is None:
