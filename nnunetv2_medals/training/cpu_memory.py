@@ -15,7 +15,6 @@ libraries than glibc are left as they are.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 #: opt-out environment variable (``0`` = leave malloc as it is)
@@ -42,14 +41,12 @@ USER_SETTINGS = ("MALLOC_MMAP_THRESHOLD_", "MALLOC_TRIM_THRESHOLD_", "MALLOC_TOP
 
 def _libc():
     """glibc's handle, or None (another C library: musl and macOS have no such settings)."""
-    for handle in (None, ctypes.util.find_library("c")):  # None: the running program's own symbols, libc included
-        try:
-            libc = ctypes.CDLL(handle)
-            libc.gnu_get_libc_version
-            return libc
-        except (OSError, AttributeError, TypeError):
-            continue
-    return None
+    try:
+        libc = ctypes.CDLL(None)  # the running program's own symbols, libc's included
+        libc.gnu_get_libc_version
+        return libc
+    except (OSError, AttributeError, TypeError):  # TypeError: Windows has no handle for the program itself
+        return None
 
 
 def keep_freed_memory() -> bool:
