@@ -31,6 +31,10 @@ class PromptMisplacement:
     p_dilate: float = 0.25
     p_erode: float = 0.25
     max_boundary: int = 2
+    #: share of the misplaced samples whose prompts reach the network whole, without Algorithm 1: a registration
+    #: prior or a hand-drawn mask is a complete mask, which Algorithm 1's block drop (a fifth of each mask kept on
+    #: average) never produces (build_prompted_batch)
+    whole: float = 1.0
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
@@ -149,9 +153,27 @@ def _move_boundaries(masks: torch.Tensor, params: PromptMisplacement, torch_rng:
     return out
 
 
+def draw_misplaced_samples(batch: int, params: PromptMisplacement, generator: np.random.Generator) -> np.ndarray:
+    """Indices of the samples (of ``batch``) whose prompts are misplaced, each with probability ``probability``
+    (no draw at all when it is 0)."""
+    if params.probability <= 0:
+        return np.zeros(0, dtype=np.int64)
+    return np.flatnonzero(generator.random(batch) < params.probability)
+
+
+def draw_whole_samples(misplaced: np.ndarray, params: PromptMisplacement, generator: np.random.Generator
+                       ) -> np.ndarray:
+    """The misplaced samples whose prompts skip Algorithm 1, each with probability ``whole`` (no draw when it is 0
+    or nothing is misplaced)."""
+    if params.whole <= 0 or not len(misplaced):
+        return misplaced[:0]
+    return misplaced[generator.random(len(misplaced)) < params.whole]
+
+
 def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
                      params: PromptMisplacement = PromptMisplacement(),
-                     generator: np.random.Generator | None = None) -> torch.Tensor:
+                     generator: np.random.Generator | None = None,
+                     samples: np.ndarray | None = None) -> torch.Tensor:
     """Misplaced-prompt simulation (our addition to the paper's Algorithm 1, which it precedes in training).
 
     For a share ``probability`` of the samples, all target masks of the sample are resampled through one random
@@ -163,7 +185,8 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
     the shift's mm differ per axis (the zero-padded border also pulls empty space into masks that cross it); then
     each prompt of those samples is dilated (``p_dilate``) or eroded (``p_erode``) by 1..``max_boundary`` voxels,
     as a rough hand drawing would be. The loss still uses the true masks, so the network learns to correct a prompt
-    instead of copying it. Other samples are returned unchanged.
+    instead of copying it. Other samples are returned unchanged. ``samples``: the indices to misplace, drawn by
+    the caller (:func:`draw_misplaced_samples`); None draws them here.
 
     ``masks``: (B, N, *S) binary (2D or 3D); ``valid``: (B, N) bool (invalid queries come back empty). Returns a
     float tensor of ``masks``' shape in {0, 1}. Random draws come from a torch generator on ``masks``' device seeded
@@ -175,10 +198,7 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
     if len(spatial) not in (2, 3):
         raise ValueError(f"misplace_prompts: masks must be (B, N, *S) with 2 or 3 spatial axes, got {masks.shape}")
     out = masks > 0
-    if params.probability <= 0:  # no draw at all: Algorithm 1 alone, with the same random stream as before
-        chosen = np.zeros(0, dtype=np.int64)
-    else:
-        chosen = np.flatnonzero(rng.random(batch) < params.probability)
+    chosen = draw_misplaced_samples(batch, params, rng) if samples is None else np.asarray(samples, dtype=np.int64)
     if len(chosen):
         torch_rng = torch.Generator(device=masks.device)
         torch_rng.manual_seed(int(rng.integers(2 ** 62)))

@@ -58,6 +58,26 @@ def test_spatial_prompts_change_the_output():
     assert (unfused - prompted).abs().amax() > 1e-2
 
 
+def test_no_spatial_prompts_equals_all_zero_prompts_in_value_and_gradient():
+    """Without spatial prompts the fusion conv runs on F alone (its weights on the F_a half see zeros): the same
+    logits and the same gradients as all-zero prompts through the full conv (float64: no summation-order noise)."""
+    net = tiny_network(deep_supervision=False).double()
+    x, text = (t.double() for t in _inputs(2, 3, (16, 16, 16)))
+    outputs, grads = [], []
+    for prompts in (None, torch.zeros(2, 3, 16, 16, 16, dtype=torch.float64)):
+        net.zero_grad()
+        out = net(x, text, prompts)
+        (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
+        outputs.append(out.detach())
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters() if p.grad is not None})
+    torch.testing.assert_close(outputs[0], outputs[1], atol=1e-10, rtol=1e-10)
+    assert grads[0].keys() == grads[1].keys()
+    for k in grads[0]:
+        torch.testing.assert_close(grads[0][k], grads[1][k], atol=1e-9, rtol=1e-9)
+    fusion = grads[0]["prompt_fusion.conv.conv.weight"]
+    assert fusion[:, :fusion.shape[1] // 2].abs().sum() > 0 and not fusion[:, fusion.shape[1] // 2:].any()
+
+
 def test_ragged_batches_padding_is_inert():
     net = tiny_network(deep_supervision=False).eval()
     x, text = _inputs(2, 4, (16, 16, 16))

@@ -11,7 +11,7 @@ from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement, mis
 from tests.helpers import run, train_env
 
 STILL = PromptMisplacement(probability=1.0, max_rotation_deg=0, scale=(1, 1), max_shift=0, elastic_probability=0,
-                           p_dilate=0, p_erode=0)
+                           p_dilate=0, p_erode=0, whole=0.0)
 
 
 def _masks(batch=2, n=3, shape=(32, 32, 32)):
@@ -153,8 +153,8 @@ def test_the_trainer_misplaces_the_prompts_it_hands_to_algorithm_1(preprocessed_
         misplace, algorithm_1 = module.misplace_prompts, module.simulate_spatial_prompts
         seen = {}
 
-        def misplace_probe(masks, valid, params, generator):
-            out = misplace(masks, valid, params, generator)
+        def misplace_probe(masks, valid, params, generator, **kwargs):
+            out = misplace(masks, valid, params, generator, **kwargs)
             seen["out"] = out
             with open(os.environ["MISPLACEMENT_RECORD"], "a") as f:
                 f.write(json.dumps({"shape": list(masks.shape), "probability": params.probability,
@@ -205,3 +205,45 @@ def test_the_nearest_voxel_lookup_equals_grid_sample_and_the_box_moves_equal_max
         flat = masks.flatten(0, 1)
         assert torch.equal(_box_dilate(flat.bool()).float(), pool(flat[:, None], 3, 1, 1)[:, 0])
         assert torch.equal((~_box_dilate(~flat.bool())).float(), -pool(-flat[:, None], 3, 1, 1)[:, 0])
+
+
+def _prompted_batch(misplacement, seed):
+    """One training batch's prompt work (MedalSTrainer.train_step's) on a phantom label map, every step fused."""
+    from nnunetv2_medals.datasets.phantom import phantom_dataset_json
+    from nnunetv2_medals.datasets.text_prompted import parse_text_prompted_dataset
+    from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary, VocabularyTarget
+    from nnunetv2_medals.training.prompt_sampling import TargetLookup
+    from nnunetv2_medals.training.prompted_batch import build_prompted_batch
+
+    dataset = parse_text_prompted_dataset(phantom_dataset_json(1), "phantom/dataset.json")
+    phrasings = dataset.all_phrasings()
+    vocab = ModelVocabulary(tuple(VocabularyTarget(t.name, t.label_values, t.instance, t.is_region, t.prompts)
+                                  for t in dataset.targets),
+                            phrasings, np.random.default_rng(0).standard_normal((len(phrasings), 8)).astype(np.float32),
+                            {})
+    seg = torch.zeros(4, 1, 24, 24, 24)
+    for label in range(1, 7):  # six labelled cubes per sample
+        z = 2 + 3 * label
+        seg[:, :, z:z + 3, 4:20, 4:20] = label
+    return build_prompted_batch([seg], np.ones((4, len(dataset.targets)), dtype=bool), TargetLookup(dataset.targets),
+                                vocab, torch.from_numpy(vocab.phrasing_embeddings), 8, 0.0, misplacement,
+                                np.random.default_rng(seed))
+
+
+def test_whole_misplaced_prompts_reach_the_network_complete_and_the_rest_go_through_algorithm_1():
+    """``whole``: a misplaced sample's masks are handed over as a registration prior gives them, complete; with
+    ``whole`` 0 Algorithm 1 still drops blocks of them (a fifth of a mask kept on average). Whole is the default."""
+    assert PromptMisplacement().whole == 1.0
+    still_whole = replace(STILL, whole=1.0)
+    for seed in range(3):
+        batch = _prompted_batch(still_whole, seed)
+        truth = batch.targets[0].bool() & batch.valid[:, :, None, None, None]
+        assert torch.equal(batch.spatial.bool(), truth)  # complete (STILL moves nothing) for every valid query
+    kept = [_prompted_batch(STILL, seed) for seed in range(3)]
+    dropped = [(b.targets[0].bool() & ~b.spatial.bool() & b.valid[:, :, None, None, None]).sum() for b in kept]
+    assert all(d > 0 for d in dropped)
+    # whole misplaced prompts are moved (the misplacement still applies), not the true masks
+    moved = _prompted_batch(replace(PromptMisplacement(probability=1.0, whole=1.0), p_dilate=0, p_erode=0), 0)
+    truth = moved.targets[0].bool() & moved.valid[:, :, None, None, None]
+    assert not torch.equal(moved.spatial.bool(), truth)
+    assert moved.spatial.sum() > 0.7 * truth.sum()  # complete masks, moved: about as many voxels as the truth
