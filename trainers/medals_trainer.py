@@ -71,10 +71,11 @@ class MedalSTrainer(nnUNetTrainer):
     #: fraction of the patch that target should fill
     dynamic_zoom_probability = 0.2
     dynamic_alpha = 0.5
-    #: misplaced mask prompts before Algorithm 1 (our addition, training.prompt_perturbation): share of samples
-    #: whose prompts are shifted/rotated/scaled/warped and dilated or eroded; 0 trains on Algorithm 1 alone. Brain
-    #: job, full retrainings (text only / text + misplaced prior): 0 -> 0.844 / 0.818, 0.2 -> 0.844 / 0.830,
-    #: 0.5 -> 0.681 / 0.704 (text-only laterality lost on two structures)
+    #: misplaced mask prompts (our addition, training.prompt_perturbation): share of samples whose prompts are
+    #: shifted/rotated/scaled/warped and dilated or eroded, then handed to the network whole instead of going through
+    #: Algorithm 1 (``whole``); 0 trains on Algorithm 1 alone. Brain job, full retrainings (text only / text +
+    #: misplaced prior): 0 -> 0.844 / 0.818; before Algorithm 1: 0.2 -> 0.844 / 0.830 and 0.831 / 0.808, 0.5 ->
+    #: 0.681 / 0.704 (text-only laterality lost on two structures); whole: 0.2 -> 0.834 / 0.834, 0.4 -> 0.854 / 0.852
     prompt_misplacement = PromptMisplacement(probability=0.2)
     #: short fields of view (our addition, training.short_fov): per sample and axis, the probability that the patch
     #: keeps only a centred slab and the rest is padding, as prediction pads a scan shorter than the patch

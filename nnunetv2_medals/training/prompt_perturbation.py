@@ -1,5 +1,6 @@
 """Misplaced mask prompts: the target as a registration prior or a rough hand-drawn mask would give it (an addition
-to the paper, applied before Algorithm 1; see docs/architecture.md, "Deviations")."""
+to the paper: in training the misplaced masks reach the network whole, in place of Algorithm 1's output, or with
+``whole = 0`` go through Algorithm 1; see docs/decisions.md, "The paper's algorithms as written")."""
 from __future__ import annotations
 
 import math
@@ -174,7 +175,8 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
                      params: PromptMisplacement = PromptMisplacement(),
                      generator: np.random.Generator | None = None,
                      samples: np.ndarray | None = None) -> torch.Tensor:
-    """Misplaced-prompt simulation (our addition to the paper's Algorithm 1, which it precedes in training).
+    """Misplaced-prompt simulation (our addition to the paper's Algorithm 1; ``build_prompted_batch`` hands the
+    result to the network whole, or to Algorithm 1 with ``whole = 0``).
 
     For a share ``probability`` of the samples, all target masks of the sample are resampled through one random
     transform of the patch — a rotation of up to ``max_rotation_deg`` about each axis, an isotropic scale in
