@@ -145,20 +145,16 @@ class PromptFusion(nn.Module):
 
     def forward(self, features: torch.Tensor, class_vectors: torch.Tensor,
                 spatial_prompts: torch.Tensor | None) -> torch.Tensor:
-        """``features`` (B, C, *S), ``class_vectors`` (B, N, C), ``spatial_prompts`` (B, N, *S) or None -> (B, N, *S).
-
-        Without spatial prompts ``F_a = 0``, so ``Conv([F; 0])`` is the conv's weights on its first C input channels
-        applied to F alone: the same result (up to float summation order) for half the conv's work, which is what
-        text-only prediction runs on every tile.
-        """
+        """``features`` (B, C, *S), ``class_vectors`` (B, N, C), ``spatial_prompts`` (B, N, *S) or None -> (B, N, *S)."""
         conv = self.conv.conv
-        if spatial_prompts is None:
+        if spatial_prompts is None:  # F_a = 0: Conv([F; 0]) is the weights on F alone, for half the work
             convolved = conv._conv_forward(features, conv.weight[:, :features.shape[1]], conv.bias)
         else:
             aligned = torch.einsum("bnc,bn...->bc...", class_vectors, spatial_prompts.to(class_vectors.dtype))
             convolved = conv(torch.cat((features, aligned.to(features.dtype)), 1))
-        refined = self.conv.all_modules[1:](convolved)  # ConvDropoutNormReLU after its conv: norm, nonlinearity
-        return torch.einsum("bnc,bc...->bn...", class_vectors, refined)
+        for module in list(self.conv.all_modules)[1:]:  # ConvDropoutNormReLU after its conv: norm, nonlinearity
+            convolved = module(convolved)
+        return torch.einsum("bnc,bc...->bn...", class_vectors, convolved)
 
 
 def prompt_union_channel(spatial_prompts: torch.Tensor | None, like: torch.Tensor) -> torch.Tensor:

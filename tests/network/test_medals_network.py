@@ -60,7 +60,7 @@ def test_spatial_prompts_change_the_output():
 
 def test_no_spatial_prompts_equals_all_zero_prompts_in_value_and_gradient():
     """Without spatial prompts the fusion conv runs on F alone (its weights on the F_a half see zeros): the same
-    logits and the same gradients as all-zero prompts through the full conv (float64: no summation-order noise)."""
+    logits and the same gradients as all-zero prompts through the full conv (float64, so summation order hardly shows)."""
     net = tiny_network(deep_supervision=False).double()
     x, text = (t.double() for t in _inputs(2, 3, (16, 16, 16)))
     outputs, grads = [], []

@@ -169,7 +169,7 @@ def test_the_trainer_misplaces_the_prompts_it_hands_to_algorithm_1(preprocessed_
         module.misplace_prompts, module.simulate_spatial_prompts = misplace_probe, algorithm_1_probe
 
         class MedalSTrainer_misplacementProbe(MedalSTrainer_smoke):
-            prompt_misplacement = PromptMisplacement(probability=1.0)
+            prompt_misplacement = PromptMisplacement(probability=1.0, whole=0.0)
 
             def __init__(self, plans, configuration, fold, dataset_json, device=torch.device("cuda")):
                 super().__init__(plans, configuration, fold, dataset_json, device)
@@ -230,18 +230,30 @@ def _prompted_batch(misplacement, seed):
                                 np.random.default_rng(seed))
 
 
-def test_whole_misplaced_prompts_reach_the_network_complete_and_the_rest_go_through_algorithm_1():
-    """``whole``: a misplaced sample's masks are handed over as a registration prior gives them, complete; with
-    ``whole`` 0 Algorithm 1 still drops blocks of them (a fifth of a mask kept on average). Whole is the default."""
+def test_whole_misplaced_prompts_reach_the_network_complete_and_the_rest_go_through_algorithm_1(monkeypatch):
+    """``whole``: a misplaced sample's masks are handed over as a registration prior gives them, complete; the other
+    samples' masks go through Algorithm 1, which drops blocks of them (a fifth of a mask kept on average). Whole is
+    the default."""
+    import nnunetv2_medals.training.prompted_batch as module
+
     assert PromptMisplacement().whole == 1.0
-    still_whole = replace(STILL, whole=1.0)
-    for seed in range(3):
-        batch = _prompted_batch(still_whole, seed)
+    drawn = []
+    draw = module.draw_whole_samples
+    monkeypatch.setattr(module, "draw_whole_samples", lambda *a: drawn.append(draw(*a)) or drawn[-1])
+    kinds = set()
+    for seed in range(6):  # half the samples misplaced (without moving them), all of those whole
+        batch = _prompted_batch(replace(STILL, probability=0.5, whole=1.0), seed)
         truth = batch.targets[0].bool() & batch.valid[:, :, None, None, None]
-        assert torch.equal(batch.spatial.bool(), truth)  # complete (STILL moves nothing) for every valid query
-    kept = [_prompted_batch(STILL, seed) for seed in range(3)]
-    dropped = [(b.targets[0].bool() & ~b.spatial.bool() & b.valid[:, :, None, None, None]).sum() for b in kept]
-    assert all(d > 0 for d in dropped)
+        for b in range(len(truth)):
+            complete = torch.equal(batch.spatial[b].bool(), truth[b])
+            assert complete == (b in drawn[-1]), (seed, b, drawn[-1])
+            kinds.add(complete)
+    assert kinds == {True, False}
+    # whole = 0: every misplaced sample goes through Algorithm 1 (none complete here)
+    for seed in range(3):
+        batch = _prompted_batch(STILL, seed)
+        truth = batch.targets[0].bool() & batch.valid[:, :, None, None, None]
+        assert not any(torch.equal(batch.spatial[b].bool(), truth[b]) for b in range(len(truth)))
     # whole misplaced prompts are moved (the misplacement still applies), not the true masks
     moved = _prompted_batch(replace(PromptMisplacement(probability=1.0, whole=1.0), p_dilate=0, p_erode=0), 0)
     truth = moved.targets[0].bool() & moved.valid[:, :, None, None, None]
