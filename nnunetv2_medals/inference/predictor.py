@@ -48,8 +48,8 @@ from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 class MedalSPredictor(nnUNetPredictor):
     """nnUNetPredictor for MedalS models with text and mask prompts (see the module docstring).
 
-    Args beyond nnU-Net's: ``refinement_rounds`` (Algorithm 2 rounds in text-only mode, 0 = off),
-    ``sequential`` (one prompt per forward), ``max_prompts_per_forward`` (chunk prompts when memory demands; the
+    Args beyond nnU-Net's: ``refinement_rounds`` (Algorithm 2 rounds after the first pass, 0 = off; the first
+    pass's prompts, the listing's initial S_p, are zero or the user's masks), ``sequential`` (one prompt per forward), ``max_prompts_per_forward`` (chunk prompts when memory demands; the
     backbone still runs once per tile), ``encoder`` (folder of the text encoder when the recorded one moved; it
     must be the same model), ``dynamic_alpha`` (dynamic resampling, paper §2.5: each case is resampled for its
     smallest prompted structure so that it fills this fraction of the patch; ``None`` = the plans' spacing),
@@ -229,7 +229,7 @@ class MedalSPredictor(nnUNetPredictor):
                                                     rng=self.rng)
         else:
             probs = self._probabilities(data, mask_prompts)
-        if mask_prompts is None and self.refinement_rounds > 0:
+        if self.refinement_rounds > 0:
             probs = self_refine(lambda sp: self._probabilities(data, sp), probs, self.refinement_rounds, rng=self.rng)
         guarded = [{} for _ in prompts]
         if self.guards_sides():

@@ -1,4 +1,4 @@
-"""Iterative self-refinement of a text-only prediction (Algorithm 2, paper §2.4), and the complementary-mask
+"""Iterative self-refinement of a prediction (Algorithm 2, paper §2.4), and the complementary-mask
 prediction it is built on (also used when stage-1 masks are stage-2 prompts, paper §2.6)."""
 from __future__ import annotations
 
@@ -59,9 +59,10 @@ def complementary_prompt_prediction(predict: Callable[[torch.Tensor], torch.Tens
 
 def self_refine(predict, probabilities: torch.Tensor, rounds: int, block_sizes: Sequence[int] = (4, 8),
                 repeats: int = 1, rng: np.random.Generator | None = None, threshold: float = 0.5) -> torch.Tensor:
-    """Algorithm 2 (paper §2.4): iterative self-refinement of a text-only prediction.
+    """Algorithm 2 (paper §2.4): iterative self-refinement of a prediction.
 
-    ``probabilities`` is the text-only prediction P^(1) (the paper's lines 3-5 with S_p^(0) = 0). Each of the
+    ``probabilities`` is the first prediction P^(1) (the paper's lines 3-5: prompted with the initial S_p, zero in
+    text-only mode, the user's masks in hybrid mode; §2.4 names both). Each of the
     ``rounds`` turns the current prediction into mask prompts and predicts again with
     :func:`complementary_prompt_prediction` (P = P1 · M_c + P2 · M, blocks of ``block_sizes`` voxels per edge,
     ``repeats`` = the paper's R), which becomes the next estimate.

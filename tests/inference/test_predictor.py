@@ -101,3 +101,34 @@ def test_dynamic_spacing_follows_the_smallest_prompted_structure(smoke_model):
     assert predictor.case_spacing(fine_image, [Prompt("qwertyuiop zxcvbnm", 1)]) == planned
     predictor.dynamic_alpha = None
     assert predictor.case_spacing(fine_image, [Prompt("lymph node", 1)]) == planned
+
+
+def test_refinement_starts_from_the_users_mask_prompts(preprocessed_phantom, smoke_model):
+    """Algorithm 2 in hybrid mode: the initial prompt S_p is the user's mask, the first pass sees it whole, and each
+    refinement round feeds the binarised prediction back through two complementary halves."""
+    image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
+    label = str(preprocessed_phantom["raw"] / "labelsTs" / image[0].split("/")[-1].replace("_0000", ""))
+    prompts = [Prompt("spleen", 1, mask=label), Prompt("liver", 2)]
+    calls = {}
+    for rounds in (0, 1):
+        predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), refinement_rounds=rounds)
+        data, props, masks = predictor.preprocess_case(image, prompts)
+        assert masks is not None and masks[0].any() and not masks[1].any()
+        original, seen = predictor._probabilities, []
+
+        def recording(data_, spatial, original=original, seen=seen):
+            out = original(data_, spatial)
+            seen.append((spatial.clone(), out.clone()))
+            return out
+
+        predictor._probabilities = recording
+        predictor.predict_preprocessed(data, props, prompts, masks)
+        calls[rounds] = seen
+    assert len(calls[0]) == 1 and len(calls[1]) == 3
+    first_prompt, first_out = calls[1][0]
+    assert torch.equal(first_prompt, masks.to(first_prompt.dtype))
+    fed_back = (first_out >= 0.5).float()
+    assert fed_back.any() and not fed_back.all()
+    half, other_half = calls[1][1][0], calls[1][2][0]
+    assert torch.equal(half + other_half, fed_back)
+    assert not (half.bool() & other_half.bool()).any()
