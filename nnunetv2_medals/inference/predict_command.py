@@ -23,7 +23,8 @@ from nnunetv2_medals.text_prompts.prompt_file import load_prompt_file
 EXTRA_HELP = """nnUNetv2_predict_medals: nnUNetv2_predict with text/mask prompts. Extra flags:
   -prompts FILE               prompt JSON (required; see nnunetv2_medals/text_prompts/prompt_schema.json)
   --sequential                one prompt per network forward (for speed comparisons)
-  --refine T                  Algorithm 2 self-refinement rounds after the first pass (default 0)
+  --refine T                  Algorithm 2 self-refinement rounds after the first pass (default 0; with
+                              --two_stage, of stage 2)
   --max_prompts_per_forward K split prompts into chunks of K per tile (the backbone still runs once)
   --encoder DIR               folder of the model's text encoder if the recorded one moved
   --raw_text                  give every prompt its own text embedding (default: a prompt that canonicalises to

@@ -62,7 +62,9 @@ def self_refine(predict, probabilities: torch.Tensor, rounds: int, block_sizes: 
     """Algorithm 2 (paper §2.4): iterative self-refinement of a prediction.
 
     ``probabilities`` is the first prediction P^(1) (the paper's lines 3-5: prompted with the initial S_p, zero in
-    text-only mode, the user's masks in hybrid mode; §2.4 names both). Each of the
+    text-only mode, the user's masks in hybrid mode: the listing takes an initial S_p, §2.4's prose pairs
+    self-refinement with text-only mode, so refining a hybrid case is our reading of the listing; stage-1 masks in
+    two-stage prediction, after their complementary pass). Each of the
     ``rounds`` turns the current prediction into mask prompts and predicts again with
     :func:`complementary_prompt_prediction` (P = P1 · M_c + P2 · M, blocks of ``block_sizes`` voxels per edge,
     ``repeats`` = the paper's R), which becomes the next estimate.

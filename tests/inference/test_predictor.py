@@ -103,32 +103,42 @@ def test_dynamic_spacing_follows_the_smallest_prompted_structure(smoke_model):
     assert predictor.case_spacing(fine_image, [Prompt("lymph node", 1)]) == planned
 
 
-def test_refinement_starts_from_the_users_mask_prompts(preprocessed_phantom, smoke_model):
+def test_refinement_starts_from_the_users_mask_prompts(preprocessed_phantom, smoke_model, tmp_path):
     """Algorithm 2 in hybrid mode: the initial prompt S_p is the user's mask, the first pass sees it whole, and each
-    refinement round feeds the binarised prediction back through two complementary halves."""
+    refinement round feeds the binarised prediction back through two complementary block halves (each voxel taken
+    from the pass that hid it). The network is replaced by a fixed answer, so only the passes are under test."""
     image = [str(sorted((preprocessed_phantom["raw"] / "imagesTs").iterdir())[0])]
-    label = str(preprocessed_phantom["raw"] / "labelsTs" / image[0].split("/")[-1].replace("_0000", ""))
-    prompts = [Prompt("spleen", 1, mask=label), Prompt("liver", 2)]
+    labels = sitk.ReadImage(str(preprocessed_phantom["raw"] / "labelsTs" / image[0].split("/")[-1].replace("_0000", "")))
+    spleen = sitk.GetArrayFromImage(labels) == 5
+    assert spleen.any()
+    mask = sitk.GetImageFromArray(spleen.astype(np.uint8))
+    mask.CopyInformation(labels)
+    sitk.WriteImage(mask, str(tmp_path / "spleen_mask.nii.gz"))
+    prompts = [Prompt("spleen", 1, mask=str(tmp_path / "spleen_mask.nii.gz")), Prompt("liver", 2)]
     calls = {}
     for rounds in (0, 1):
         predictor = load_model(str(smoke_model["dir"]), (0,), device=torch.device("cpu"), refinement_rounds=rounds)
         data, props, masks = predictor.preprocess_case(image, prompts)
-        assert masks is not None and masks[0].any() and not masks[1].any()
-        original, seen = predictor._probabilities, []
+        assert masks[0].any() and not masks[1].any()
+        # first pass: the prompt's own mask back, a little shrunk in value (0.8 inside, 0.1 outside); refinement
+        # passes: 0.3 where a prompt was given, 0.7 where it was hidden
+        seen = []
 
-        def recording(data_, spatial, original=original, seen=seen):
-            out = original(data_, spatial)
-            seen.append((spatial.clone(), out.clone()))
-            return out
+        def answer(data_, spatial, seen=seen):
+            seen.append(spatial.clone())
+            if len(seen) == 1:
+                return torch.where(spatial > 0, 0.8, 0.1)
+            return torch.where(spatial > 0, 0.3, 0.7)
 
-        predictor._probabilities = recording
-        predictor.predict_preprocessed(data, props, prompts, masks)
-        calls[rounds] = seen
-    assert len(calls[0]) == 1 and len(calls[1]) == 3
-    first_prompt, first_out = calls[1][0]
-    assert torch.equal(first_prompt, masks.to(first_prompt.dtype))
-    fed_back = (first_out >= 0.5).float()
-    assert fed_back.any() and not fed_back.all()
-    half, other_half = calls[1][1][0], calls[1][2][0]
-    assert torch.equal(half + other_half, fed_back)
-    assert not (half.bool() & other_half.bool()).any()
+        predictor._probabilities = answer
+        calls[rounds] = (seen, predictor.predict_preprocessed(data, props, prompts, masks))
+    assert len(calls[0][0]) == 1 and len(calls[1][0]) == 3
+    first, half, other_half = calls[1][0]
+    assert torch.equal(first, masks.to(first.dtype))
+    fed_back = (torch.where(first > 0, 0.8, 0.1) >= 0.5).float()       # = the spleen mask; liver empty
+    assert half[0].any() and other_half[0].any()
+    assert torch.equal(half + other_half, fed_back) and not (half.bool() & other_half.bool()).any()
+    # every voxel of the fed-back prompt comes from the pass that hid it (0.7), never from the one that saw it (0.3)
+    unrefined, refined = (calls[r][1].probabilities[0].astype(np.float32) for r in (0, 1))
+    inside = unrefined > 0.5
+    assert inside.any() and np.allclose(refined[inside], 0.7, atol=1e-2)

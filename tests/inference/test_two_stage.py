@@ -238,3 +238,27 @@ def test_fallback_result_carries_the_readers_properties_and_can_be_written(stage
     written = sitk.ReadImage(str(tmp_path / "case.nii.gz"))
     assert written.GetSize() == tuple(reversed(image.shape[1:]))
     assert written.GetSpacing() == pytest.approx(tuple(reversed(props["spacing"])))
+
+
+def test_refinement_runs_on_stage_two_after_its_complementary_pass(stages, monkeypatch):
+    """--refine T with two stages: stage 2's complementary pass on stage 1's masks, then T rounds of Algorithm 2 on
+    its binarised result (2 + 2T fine passes)."""
+    coarse, fine, image, props = stages
+    stage1 = np.zeros(image.shape[1:], np.uint16)
+    stage1[6:14, 16:34, 20:44] = 1
+    _force_stage_one(monkeypatch, coarse, stage1)
+    passes = []
+
+    def probabilities(data, spatial):
+        passes.append(spatial.clone())
+        return torch.where(spatial > 0, 0.2, 0.9)          # 0.9 where the prompt is hidden
+
+    monkeypatch.setattr(fine, "_probabilities", probabilities)
+    monkeypatch.setattr(fine, "refinement_rounds", 1)
+    predict_two_stage(coarse, fine, image, props, [Prompt("liver", 1)])
+    assert len(passes) == 4
+    stage_two = (passes[0] + passes[1])[0] > 0                    # stage 1's masks on the ROI grid
+    refined_prompt = (passes[2] + passes[3])[0]
+    assert stage_two.any() and not (passes[2].bool() & passes[3].bool()).any()
+    # the complementary pass answered 0.9 everywhere, so refinement is prompted with the whole grid, split in halves
+    assert torch.all(refined_prompt == 1) and passes[2].any() and passes[3].any()
