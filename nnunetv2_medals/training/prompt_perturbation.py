@@ -36,6 +36,10 @@ class PromptMisplacement:
     #: prior or a hand-drawn mask is a complete mask, which Algorithm 1's block drop (a fifth of each mask kept on
     #: average) never produces (build_prompted_batch)
     whole: float = 1.0
+    #: share of the samples *not* misplaced whose prompts also reach the network whole, in place and complete, as a
+    #: manual annotation gives them (the paper's hybrid mode); without them every complete mask seen in training
+    #: is a misplaced one, and a correct complete mask is distrusted as well (build_prompted_batch)
+    exact: float = 0.0
 
 
 def _rotation(angles: torch.Tensor) -> torch.Tensor:
@@ -169,6 +173,16 @@ def draw_whole_samples(misplaced: np.ndarray, params: PromptMisplacement, genera
     if params.whole <= 0 or not len(misplaced):
         return misplaced[:0]
     return misplaced[generator.random(len(misplaced)) < params.whole]
+
+
+def draw_exact_samples(batch: int, misplaced: np.ndarray, params: PromptMisplacement,
+                       generator: np.random.Generator) -> np.ndarray:
+    """Indices of the samples (of ``batch``) not in ``misplaced`` whose prompts are handed over complete and in
+    place, each with probability ``exact`` (no draw when it is 0)."""
+    if params.exact <= 0:
+        return np.zeros(0, dtype=np.int64)
+    others = np.setdiff1d(np.arange(batch), misplaced)
+    return others[generator.random(len(others)) < params.exact]
 
 
 def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,

@@ -9,8 +9,9 @@ import numpy as np
 import torch
 
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
-from nnunetv2_medals.training.prompt_perturbation import (PromptMisplacement, draw_misplaced_samples,
-                                                          draw_whole_samples, misplace_prompts)
+from nnunetv2_medals.training.prompt_perturbation import (PromptMisplacement, draw_exact_samples,
+                                                          draw_misplaced_samples, draw_whole_samples,
+                                                          misplace_prompts)
 from nnunetv2_medals.training.prompt_sampling import TargetLookup, sample_query_batch
 from nnunetv2_medals.training.spatial_prompts import simulate_spatial_prompts
 
@@ -37,8 +38,8 @@ def build_prompted_batch(segs: Sequence[torch.Tensor], annotated: np.ndarray, lo
                          mark: Callable[[str], None] | None = None) -> PromptedBatch:
     """Prompt sampling (DESIGN §5), per-query targets, and for a share ``1 - p_skip_fusion`` of the steps the
     spatial prompts: misplaced masks (:func:`misplace_prompts`) degraded by Algorithm 1
-    (:func:`simulate_spatial_prompts`), except for a share ``misplacement.whole`` of the misplaced samples, whose
-    masks are handed over complete.
+    (:func:`simulate_spatial_prompts`), except for a share ``misplacement.whole`` of the misplaced samples and a
+    share ``misplacement.exact`` of the others, whose masks are handed over complete.
 
     ``segs``: label maps (B, 1, *S_k) per deep-supervision scale, highest resolution first; ``annotated``: (B, T)
     bool, which targets each case annotates. ``mark(part)``, when given, is called after each part (profiling).
@@ -57,8 +58,12 @@ def build_prompted_batch(segs: Sequence[torch.Tensor], annotated: np.ndarray, lo
         moved = draw_misplaced_samples(len(targets[0]), misplacement, rng)
         misplaced = misplace_prompts(targets[0], queries.valid, misplacement, rng, samples=moved)
         spatial = simulate_spatial_prompts(misplaced, queries.valid, generator=rng)
-        whole = torch.from_numpy(draw_whole_samples(moved, misplacement, rng)).to(device)
-        if len(whole):  # complete masks, as a registration prior gives them (invalid queries are empty already)
+        # complete masks, as a registration prior (moved) or a manual annotation (exact) gives them; the exact
+        # samples were not moved, so ``misplaced`` holds their targets (invalid queries are empty already)
+        whole = np.concatenate([draw_whole_samples(moved, misplacement, rng),
+                                draw_exact_samples(len(targets[0]), moved, misplacement, rng)])
+        if len(whole):
+            whole = torch.from_numpy(whole).to(device)
             spatial[whole] = misplaced[whole]
     mark("spatial prompts (misplacement + Alg. 1)")
     return PromptedBatch(text, targets, spatial, queries.valid, fuse)

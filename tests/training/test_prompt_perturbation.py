@@ -259,3 +259,37 @@ def test_whole_misplaced_prompts_reach_the_network_complete_and_the_rest_go_thro
     truth = moved.targets[0].bool() & moved.valid[:, :, None, None, None]
     assert not torch.equal(moved.spatial.bool(), truth)
     assert moved.spatial.sum() > 0.7 * truth.sum()  # complete masks, moved: about as many voxels as the truth
+
+
+def test_exact_samples_reach_the_network_complete_and_in_place(monkeypatch):
+    """``exact``: a share of the samples that are *not* misplaced hand their true masks over complete, as a manual
+    annotation gives them; misplaced samples are never among them, and with ``exact = 0`` nothing is drawn (the
+    random stream of the steps stays as it was)."""
+    import nnunetv2_medals.training.prompted_batch as module
+
+    assert PromptMisplacement().exact == 0.0
+    moved_drawn, exact_drawn = [], []
+    draw_moved, draw_exact = module.draw_misplaced_samples, module.draw_exact_samples
+    monkeypatch.setattr(module, "draw_misplaced_samples", lambda *a: moved_drawn.append(draw_moved(*a)) or moved_drawn[-1])
+    monkeypatch.setattr(module, "draw_exact_samples", lambda *a: exact_drawn.append(draw_exact(*a)) or exact_drawn[-1])
+    # misplaced samples really move (shift, no boundary change), exact ones do not
+    params = PromptMisplacement(probability=0.5, max_rotation_deg=0, scale=(1, 1), max_shift=4, elastic_probability=0,
+                                p_dilate=0, p_erode=0, whole=1.0, exact=0.5)
+    kinds = set()
+    for seed in range(8):
+        batch = _prompted_batch(params, seed)
+        truth = batch.targets[0].bool() & batch.valid[:, :, None, None, None]
+        moved, exact = set(moved_drawn[-1].tolist()), set(exact_drawn[-1].tolist())
+        assert not moved & exact
+        for b in range(len(truth)):
+            complete = torch.equal(batch.spatial[b].bool(), truth[b])
+            if b in exact:
+                assert complete, (seed, b)
+            kinds.add("exact" if b in exact else "moved" if b in moved else "algorithm 1")
+            if b not in exact and b not in moved:
+                assert not complete  # Algorithm 1 drops blocks of these
+    assert kinds == {"exact", "moved", "algorithm 1"}
+    # exact = 0: no draw at all, so the steps' random stream is the one from before the option existed
+    rng = np.random.default_rng(3)
+    assert draw_exact(4, np.zeros(0, np.int64), replace(params, exact=0.0), rng).size == 0
+    assert rng.random() == np.random.default_rng(3).random()
