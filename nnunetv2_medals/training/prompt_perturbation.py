@@ -1,6 +1,7 @@
 """Misplaced mask prompts: the target as a registration prior or a rough hand-drawn mask would give it (an addition
 to the paper: in training the misplaced masks reach the network whole, in place of Algorithm 1's output, or with
-``whole = 0`` go through Algorithm 1; see docs/decisions.md, "The paper's algorithms as written")."""
+``whole = 0`` go through Algorithm 1; with ``exact`` > 0 a share of the other samples also hand their true masks
+over whole; see docs/decisions.md, "The paper's algorithms as written")."""
 from __future__ import annotations
 
 import math
@@ -13,7 +14,8 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class PromptMisplacement:
-    """Parameters of :func:`misplace_prompts` (lengths in voxels of the training patch)."""
+    """Parameters of :func:`misplace_prompts` (lengths in voxels of the training patch); ``whole`` and ``exact``
+    are read by ``training.prompted_batch.build_prompted_batch``, which decides what skips Algorithm 1."""
 
     #: share of the samples whose masks are misplaced (all prompts of a sample move together)
     probability: float = 0.5
@@ -37,8 +39,9 @@ class PromptMisplacement:
     #: average) never produces (build_prompted_batch)
     whole: float = 1.0
     #: share of the samples *not* misplaced whose prompts also reach the network whole, in place and complete, as a
-    #: manual annotation gives them (the paper's hybrid mode); without them every complete mask seen in training
-    #: is a misplaced one, and a correct complete mask is distrusted as well (build_prompted_batch)
+    #: manual annotation gives them (our addition; that is the use the paper's hybrid mode names); without them
+    #: every complete mask seen in training is a misplaced one, and a correct complete mask is distrusted as well
+    #: (build_prompted_batch)
     exact: float = 0.0
 
 
@@ -190,7 +193,8 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
                      generator: np.random.Generator | None = None,
                      samples: np.ndarray | None = None) -> torch.Tensor:
     """Misplaced-prompt simulation (our addition to the paper's Algorithm 1; ``build_prompted_batch`` hands the
-    result to the network whole, or to Algorithm 1 with ``whole = 0``).
+    result to the network whole, or to Algorithm 1 with ``whole = 0``; samples it leaves unmoved go through
+    Algorithm 1, or with ``exact`` > 0 partly whole as they are).
 
     For a share ``probability`` of the samples, all target masks of the sample are resampled through one random
     transform of the patch — a rotation of up to ``max_rotation_deg`` about each axis, an isotropic scale in

@@ -63,7 +63,7 @@ def build_prompted_batch(segs: Sequence[torch.Tensor], annotated: np.ndarray, lo
         whole = np.concatenate([draw_whole_samples(moved, misplacement, rng),
                                 draw_exact_samples(len(targets[0]), moved, misplacement, rng)])
         if len(whole):
-            whole = torch.from_numpy(whole).to(device)
-            spatial[whole] = misplaced[whole]
+            index = torch.from_numpy(whole).to(device)
+            spatial[index] = misplaced[index]
     mark("spatial prompts (misplacement + Alg. 1)")
     return PromptedBatch(text, targets, spatial, queries.valid, fuse)
