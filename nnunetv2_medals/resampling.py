@@ -39,8 +39,9 @@ def dynamic_spacing(original: Sequence[float], target: Sequence[float], patch: S
     * d_i: the paper's text calls it "the image dimension"; ours is the typical extent of the smallest prompted
       structure (recorded per target at training), which is what the paper's prose says drives the spacing.
     * alpha: the paper's "scale factor"; ours is the fraction of the patch the structure should fill, in (0, 1].
-    * bounds: the paper imposes unspecified "practical bounds"; ours never goes finer than the image itself (no
-      detail to gain), never more than ``max_zoom`` away from t_i, and never below ``floor``.
+    * bounds: the paper imposes unspecified "practical bounds"; ours never goes finer than the finer of the image's
+      and the plans' spacing, min(s_i, t_i) (no detail to gain below the image's own), never more than ``max_zoom``
+      away from t_i, and never below ``floor``.
     """
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha must lie in (0, 1], got {alpha}")

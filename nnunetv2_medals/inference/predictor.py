@@ -49,7 +49,8 @@ class MedalSPredictor(nnUNetPredictor):
     """nnUNetPredictor for MedalS models with text and mask prompts (see the module docstring).
 
     Args beyond nnU-Net's: ``refinement_rounds`` (Algorithm 2 rounds after the first pass, 0 = off; the first
-    pass's prompts, the listing's initial S_p, are zero or the user's masks), ``sequential`` (one prompt per forward), ``max_prompts_per_forward`` (chunk prompts when memory demands; the
+    pass's prompts, the listing's initial S_p, are zero or the user's masks, or in two-stage stage 2 the stage-1
+    masks after their complementary pass), ``sequential`` (one prompt per forward), ``max_prompts_per_forward`` (chunk prompts when memory demands; the
     backbone still runs once per tile), ``encoder`` (folder of the text encoder when the recorded one moved; it
     must be the same model), ``dynamic_alpha`` (dynamic resampling, paper §2.5: each case is resampled for its
     smallest prompted structure so that it fills this fraction of the patch; ``None`` = the plans' spacing),

@@ -71,10 +71,11 @@ def self_refine(predict, probabilities: torch.Tensor, rounds: int, block_sizes: 
 
     Deviations: the prompts are the binarised prediction (``P >= threshold``), not the probabilities P^(t) the
     paper feeds back, because the network was trained on binary prompts (Algorithm 1 returns {0, 1}). For
-    ``rounds`` = 1 (= the paper's T = 1, its default use) this is the listing. For ``rounds`` >= 2 the listing also
-    runs, at the start of each iteration, one pass prompted with the *whole* previous unrefined prediction (lines
-    3-6) and refines that; ours chains the refined estimates instead (one fewer pass per round, and no pass ever
-    sees a voxel's own prompt).
+    ``rounds`` = 1 this matches the listing with T = 1, apart from the binarised prompts and the whole-volume block
+    grid (:func:`complementary_prompt_prediction`). For ``rounds`` >= 2 the listing also runs, at the start of each
+    iteration, one pass prompted with the *whole* previous unrefined prediction (lines 3-6) and refines that; ours
+    chains the refined estimates instead (one fewer pass per round, and no voxel's refined value comes from a pass
+    that saw its own prompt).
 
     ``predict``: callable (N, *S) float spatial prompts -> (N, *S) probabilities; ``probabilities`` (N, *S).
     """

@@ -36,11 +36,11 @@ class PromptMisplacement:
     max_boundary: int = 2
     #: share of the misplaced samples whose prompts reach the network whole, without Algorithm 1: a registration
     #: prior or a hand-drawn mask is a complete mask, which Algorithm 1's block drop (a fifth of each mask kept on
-    #: average) never produces (build_prompted_batch)
+    #: average) rarely produces (build_prompted_batch)
     whole: float = 1.0
     #: share of the samples *not* misplaced whose prompts also reach the network whole, in place and complete, as a
     #: manual annotation gives them (our addition; that is the use the paper's hybrid mode names); without them
-    #: every complete mask seen in training is a misplaced one, and a correct complete mask is distrusted as well
+    #: almost every complete mask seen in training is a misplaced one, and a correct complete mask is distrusted too
     #: (build_prompted_batch)
     exact: float = 0.0
 
