@@ -48,11 +48,10 @@ from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 class MedalSPredictor(nnUNetPredictor):
     """nnUNetPredictor for MedalS models with text and mask prompts (see the module docstring).
 
-    Args beyond nnU-Net's: ``refinement_rounds`` (Algorithm 2 rounds after the first pass, 0 = off; the first
-    pass's prompts, the listing's initial S_p, are zero or the user's masks, or in two-stage stage 2 the stage-1
-    masks after their complementary pass), ``sequential`` (one prompt per forward), ``max_prompts_per_forward`` (chunk prompts when memory demands; the
-    backbone still runs once per tile), ``encoder`` (folder of the text encoder when the recorded one moved; it
-    must be the same model), ``dynamic_alpha`` (dynamic resampling, paper §2.5: each case is resampled for its
+    Args beyond nnU-Net's: ``refinement_rounds`` (Algorithm 2 rounds after the first pass, 0 = off; its prompts,
+    the listing's initial S_p: zero, the user's masks, or stage-1 masks after their complementary pass),
+    ``sequential`` (one prompt per forward), ``max_prompts_per_forward`` (chunk prompts when memory demands; the
+    backbone still runs once per tile), ``encoder`` (the text encoder's folder when the recorded one moved; same model), ``dynamic_alpha`` (dynamic resampling, paper §2.5: each case is resampled for its
     smallest prompted structure so that it fills this fraction of the patch; ``None`` = the plans' spacing),
     ``raw_text`` (every prompt keeps its own text embedding; by default a prompt that canonicalises to a trained
     target is answered with that target's trained embedding, paper §2.7, :mod:`..text_prompts.prompt_matching`),
