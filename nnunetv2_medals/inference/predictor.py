@@ -52,10 +52,9 @@ class MedalSPredictor(nnUNetPredictor):
     the listing's initial S_p: zero, the user's masks, or stage-1 masks after their complementary pass),
     ``sequential`` (one prompt per forward), ``max_prompts_per_forward`` (chunk prompts when memory demands; the
     backbone still runs once per tile), ``encoder`` (the text encoder's folder when the recorded one moved; same
-    model), ``dynamic_alpha`` (dynamic resampling, paper §2.5: each case is resampled for its smallest prompted
-    structure so that it fills this fraction of the patch; ``None`` = the plans' spacing),
-    ``raw_text`` (every prompt keeps its own text embedding; by default a prompt that canonicalises to a trained
-    target is answered with that target's trained embedding, paper §2.7, :mod:`..text_prompts.prompt_matching`),
+    model), ``dynamic_alpha`` (paper §2.5: each case resampled so that its smallest prompted structure fills this
+    fraction of the patch; ``None`` = the plans' spacing), ``raw_text`` (every prompt keeps its own embedding; by
+    default a prompt that canonicalises to a trained target gets that target's, paper §2.7, ``prompt_matching``),
     ``side_guard`` (a prompt naming a side is not answered on the other side of the body, :mod:`..laterality`).
     """
 
