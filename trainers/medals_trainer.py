@@ -75,9 +75,9 @@ class MedalSTrainer(nnUNetTrainer):
     #: shifted/rotated/scaled/warped and dilated or eroded, then handed to the network whole instead of going through
     #: Algorithm 1 (``whole``); 0 trains on Algorithm 1 alone (unless ``exact`` > 0: that share of the other
     #: samples hands its true masks over whole; default 0, brain job at 0.15: 0.828 / 0.832). Brain job, full
-    #: retrainings (text only / text + misplaced prior): 0 -> 0.844 / 0.818; before Algorithm 1: 0.2 -> 0.844 / 0.830 and 0.831 / 0.808, 0.5 ->
-    #: 0.681 / 0.704 (text-only laterality lost on two structures); whole: 0.2 -> 0.834 / 0.834 and 0.812 / 0.804,
-    #: 0.4 -> 0.854 / 0.852
+    #: retrainings (text only / text + misplaced prior): 0 -> 0.844 / 0.818; before Algorithm 1: 0.2 -> 0.844 /
+    #: 0.830 and 0.831 / 0.808, 0.5 -> 0.681 / 0.704 (text-only laterality lost on two structures); whole: 0.2 ->
+    #: 0.834 / 0.834 and 0.812 / 0.804, 0.4 -> 0.854 / 0.852
     prompt_misplacement = PromptMisplacement(probability=0.2)
     #: short fields of view (our addition, training.short_fov): per sample and axis, the probability that the patch
     #: keeps only a centred slab and the rest is padding, as prediction pads a scan shorter than the patch

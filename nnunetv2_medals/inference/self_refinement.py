@@ -61,13 +61,12 @@ def self_refine(predict, probabilities: torch.Tensor, rounds: int, block_sizes: 
                 repeats: int = 1, rng: np.random.Generator | None = None, threshold: float = 0.5) -> torch.Tensor:
     """Algorithm 2 (paper §2.4): iterative self-refinement of a prediction.
 
-    ``probabilities`` is the first prediction P^(1) (the paper's lines 3-5: prompted with the initial S_p, zero in
-    text-only mode, the user's masks in hybrid mode: the listing takes an initial S_p, §2.4's prose pairs
-    self-refinement with text-only mode, so refining a hybrid case is our reading of the listing; stage-1 masks in
-    two-stage prediction, after their complementary pass). Each of the
-    ``rounds`` turns the current prediction into mask prompts and predicts again with
-    :func:`complementary_prompt_prediction` (P = P1 · M_c + P2 · M, blocks of ``block_sizes`` voxels per edge,
-    ``repeats`` = the paper's R), which becomes the next estimate.
+    ``probabilities`` is the first prediction P^(1), the paper's lines 3-5 prompted with the initial S_p: zero in
+    text-only mode, the user's masks in hybrid mode, stage-1 masks (after their complementary pass) in two-stage
+    prediction. §2.4's prose pairs self-refinement with the text-only mode; refining the other two is our reading
+    of the listing, which takes any initial S_p. Each of the ``rounds`` turns the current prediction into mask
+    prompts and predicts again with :func:`complementary_prompt_prediction` (P = P1 · M_c + P2 · M, blocks of
+    ``block_sizes`` voxels per edge, ``repeats`` = the paper's R), which becomes the next estimate.
 
     Deviations: the prompts are the binarised prediction (``P >= threshold``), not the probabilities P^(t) the
     paper feeds back, because the network was trained on binary prompts (Algorithm 1 returns {0, 1}). For
