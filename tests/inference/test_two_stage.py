@@ -39,6 +39,14 @@ def _force_stage_one(monkeypatch, coarse, label_map):
     monkeypatch.setattr(coarse, "predict_array", predict_array)
 
 
+def _force_stage_one_box(monkeypatch, coarse, shape):
+    """Stage 1 finds one box (label 1) in an image of ``shape``; returns its label map."""
+    stage1 = np.zeros(shape, np.uint16)
+    stage1[6:14, 16:34, 20:44] = 1
+    _force_stage_one(monkeypatch, coarse, stage1)
+    return stage1
+
+
 def test_stage_two_runs_on_the_roi_with_stage_one_as_mask_prompts(stages, monkeypatch):
     coarse, fine, image, props = stages
     shape = image.shape[1:]
@@ -170,9 +178,7 @@ def test_stage_two_takes_each_voxel_from_the_pass_that_hid_its_stage_one_prompt(
     """Stage-1 masks are a prediction: stage 2 runs twice with complementary block halves of them as prompts and
     combines P1·M_c + P2·M on the network grid (Algorithm 2's rule), so it cannot copy stage 1's false positives."""
     coarse, fine, image, props = stages
-    stage1 = np.zeros(image.shape[1:], np.uint16)
-    stage1[6:14, 16:34, 20:44] = 1
-    _force_stage_one(monkeypatch, coarse, stage1)
+    _force_stage_one_box(monkeypatch, coarse, image.shape[1:])
     passes = []
 
     def probabilities(data, spatial):
@@ -244,9 +250,7 @@ def test_refinement_runs_on_stage_two_after_its_complementary_pass(stages, monke
     """--refine T with two stages: stage 2's complementary pass on stage 1's masks, then T rounds of Algorithm 2 on
     its binarised result (2 + 2T fine passes)."""
     coarse, fine, image, props = stages
-    stage1 = np.zeros(image.shape[1:], np.uint16)
-    stage1[6:14, 16:34, 20:44] = 1
-    _force_stage_one(monkeypatch, coarse, stage1)
+    _force_stage_one_box(monkeypatch, coarse, image.shape[1:])
     passes = []
 
     def probabilities(data, spatial):

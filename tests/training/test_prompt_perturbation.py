@@ -230,6 +230,18 @@ def _prompted_batch(misplacement, seed):
                                 np.random.default_rng(seed))
 
 
+def _true_prompts(batch):
+    """The (B, N, *S) bool masks a complete, unmoved prompt would be: the targets of the valid queries."""
+    return batch.targets[0].bool() & batch.valid[:, :, None, None, None]
+
+
+def _recorded(monkeypatch, module, name):
+    """Replace ``module.name`` (a sample-drawing function) by one that also appends each draw to the returned list."""
+    draws, draw = [], getattr(module, name)
+    monkeypatch.setattr(module, name, lambda *a: draws.append(draw(*a)) or draws[-1])
+    return draws
+
+
 def test_whole_misplaced_prompts_reach_the_network_complete_and_the_rest_go_through_algorithm_1(monkeypatch):
     """``whole``: a misplaced sample's masks are handed over as a registration prior gives them, complete; the other
     samples' masks go through Algorithm 1, which drops blocks of them (a fifth of a mask kept on average). Whole is
@@ -237,13 +249,11 @@ def test_whole_misplaced_prompts_reach_the_network_complete_and_the_rest_go_thro
     import nnunetv2_medals.training.prompted_batch as module
 
     assert PromptMisplacement().whole == 1.0
-    drawn = []
-    draw = module.draw_whole_samples
-    monkeypatch.setattr(module, "draw_whole_samples", lambda *a: drawn.append(draw(*a)) or drawn[-1])
+    drawn = _recorded(monkeypatch, module, "draw_whole_samples")
     kinds = set()
     for seed in range(6):  # half the samples misplaced (without moving them), all of those whole
         batch = _prompted_batch(replace(STILL, probability=0.5, whole=1.0), seed)
-        truth = batch.targets[0].bool() & batch.valid[:, :, None, None, None]
+        truth = _true_prompts(batch)
         for b in range(len(truth)):
             complete = torch.equal(batch.spatial[b].bool(), truth[b])
             assert complete == (b in drawn[-1]), (seed, b, drawn[-1])
@@ -252,11 +262,11 @@ def test_whole_misplaced_prompts_reach_the_network_complete_and_the_rest_go_thro
     # whole = 0: every misplaced sample goes through Algorithm 1 (none complete here)
     for seed in range(3):
         batch = _prompted_batch(STILL, seed)
-        truth = batch.targets[0].bool() & batch.valid[:, :, None, None, None]
+        truth = _true_prompts(batch)
         assert not any(torch.equal(batch.spatial[b].bool(), truth[b]) for b in range(len(truth)))
     # whole misplaced prompts are moved (the misplacement still applies), not the true masks
     moved = _prompted_batch(replace(PromptMisplacement(probability=1.0, whole=1.0), p_dilate=0, p_erode=0), 0)
-    truth = moved.targets[0].bool() & moved.valid[:, :, None, None, None]
+    truth = _true_prompts(moved)
     assert not torch.equal(moved.spatial.bool(), truth)
     assert moved.spatial.sum() > 0.7 * truth.sum()  # complete masks, moved: about as many voxels as the truth
 
@@ -268,17 +278,16 @@ def test_exact_samples_reach_the_network_complete_and_in_place(monkeypatch):
     import nnunetv2_medals.training.prompted_batch as module
 
     assert PromptMisplacement().exact == 0.0
-    moved_drawn, exact_drawn = [], []
-    draw_moved, draw_exact = module.draw_misplaced_samples, module.draw_exact_samples
-    monkeypatch.setattr(module, "draw_misplaced_samples", lambda *a: moved_drawn.append(draw_moved(*a)) or moved_drawn[-1])
-    monkeypatch.setattr(module, "draw_exact_samples", lambda *a: exact_drawn.append(draw_exact(*a)) or exact_drawn[-1])
+    draw_exact = module.draw_exact_samples
+    moved_drawn = _recorded(monkeypatch, module, "draw_misplaced_samples")
+    exact_drawn = _recorded(monkeypatch, module, "draw_exact_samples")
     # misplaced samples really move (shift, no boundary change), exact ones do not
     params = PromptMisplacement(probability=0.5, max_rotation_deg=0, scale=(1, 1), max_shift=4, elastic_probability=0,
                                 p_dilate=0, p_erode=0, whole=1.0, exact=0.5)
     kinds = set()
     for seed in range(8):
         batch = _prompted_batch(params, seed)
-        truth = batch.targets[0].bool() & batch.valid[:, :, None, None, None]
+        truth = _true_prompts(batch)
         moved, exact = set(moved_drawn[-1].tolist()), set(exact_drawn[-1].tolist())
         assert not moved & exact
         for b in range(len(truth)):
