@@ -25,6 +25,12 @@ A canonical match is not taken when the prompt says more than its target: both s
 ("left and right putamen"), or a word only *other* targets use ("lymph node near the left kidney", "left kidney
 and spleen"); such prompts keep their own embedding.
 
+Nor is a prompt for a structure the model does not know read as one it does: when the challenge's class map (the
+packaged prompt file, 326 classes) reads the prompt as a class that none of the model's targets' names and phrasings
+is, the prompt is neither matched nor side corrected ("Vertebrae T6" is not the trained region "the vertebrae",
+"Right lacrimal gland in head and neck CT" not the right adrenal gland, "Left hip in whole body CT" not the left
+kidney); it keeps its own embedding, with a warning naming the class.
+
 ``raw=True`` skips 1 and 2 (every prompt keeps its own embedding) but still reports and warns.
 """
 from __future__ import annotations
@@ -83,6 +89,10 @@ class VocabularyMatcher:
         self._all_words = set().union(*self._target_words) if self._target_words else set()
         self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
         self._spelling = spelling_candidates(self._all_words)
+        # the challenge's classes the targets are (a prompt read as another one asks for a structure the model lacks)
+        self._challenge = default_canonicaliser()
+        self._challenge_classes = {self._challenge.canonicalise(p, self.modality)
+                                   for ps in self._phrasings_of for p in ps} - {None}
         # (left target, right target) -> the trained region that is exactly the two (``label_values`` tell)
         self._pair_regions: dict[tuple[int, int], int] = {}
         labels = [frozenset(v) for v in label_values] if label_values is not None else []
@@ -123,16 +133,18 @@ class VocabularyMatcher:
                 out.append(PromptMatch(text, None, "raw", warning=warning, **nearest))
                 continue
             words = normalise(text).split()
+            unknown = self._challenge.canonicalise(text, self.modality)
+            unknown = None if unknown in self._challenge_classes else unknown
             # misspelt words ("kidny left", "L hipocampus", "liver tumuor"): read as the vocabulary word they are
             # close to and said so (instead of a far-prompt warning: the prompt's own embedding is not used); as
             # written when that matches nothing
             fixes = {} if encoder_words is None else respellings(words, self._spelling, encoder_words)
             target = None
-            if fixes:
+            if fixes and unknown is None:
                 target = self._target_of(text, [fixes.get(w, w) for w in words], row)
                 if target is not None:
                     warning = f"prompt {text!r}: read " + ", ".join(f"{a!r} as {b!r}" for a, b in fixes.items())
-            if target is None:
+            if target is None and unknown is None:
                 target = self._target_of(text, words, row)
             if target is not None:
                 out.append(PromptMatch(text, self.names[target], "canonical", warning=warning, **nearest))
@@ -149,6 +161,10 @@ class VocabularyMatcher:
                 article = "an" if kinds[0][0] in "aeiou" else "a"
                 warning = (f"prompt {text!r} asks for {article} {kinds[0]}, and no trained target is one; its result "
                            f"is the nearest thing the model knows ({self.phrasings[best]!r}, cosine {row[best]:.2f})")
+            if unknown is not None and warning is None:
+                warning = (f"prompt {text!r} asks for {unknown.name!r} (the challenge's class map), which the model "
+                           f"was not trained on; its result is the nearest thing the model knows "
+                           f"({self.phrasings[best]!r}, cosine {row[best]:.2f})")
             # a cyst, vessel, ... its nearest target is not: never answered with that organ's embedding (the side
             # guard keeps a lesion on the side it names, :meth:`structure_of`)
             other_kind = bool(nearest_target >= 0 and prompt_kinds - self._target_words[nearest_target])
@@ -163,8 +179,9 @@ class VocabularyMatcher:
                         raise MedalSInputError("prompts", text, f"names the {side} side, but the nearest thing the "
                                                                 f"model knows is {self.names[nearest_target]!r} "
                                                                 f"and it has no {side} counterpart")
-                    out.append(PromptMatch(text, self.names[other], "side corrected", warning=warning, **nearest))
-                    continue
+                    if unknown is None:          # (a structure the model lacks: the side guard keeps it on its side)
+                        out.append(PromptMatch(text, self.names[other], "side corrected", warning=warning, **nearest))
+                        continue
             out.append(PromptMatch(text, None, "nearest embedding", warning=warning, other_kind=other_kind, **nearest))
         return out
 
@@ -248,9 +265,9 @@ class VocabularyMatcher:
 
     def structure_of(self, match: PromptMatch, min_cosine: float = 0.6) -> str | None:
         """The trained target a prompt asks for and nothing more: its matched target, or for a prompt answered
-        with its own embedding the nearest phrasing's target (cosine >= ``min_cosine``) when the prompt uses no
-        word that only other targets use ("the right psoas muscle" -> "right iliopsoas"; "left kidney and liver"
-        -> None). Used by the side guard, which must not cut what a prompt asks for besides its nearest target; a
+        with its own embedding the nearest phrasing's target (cosine >= ``min_cosine``; its counterpart on the side
+        the prompt names when it is of the other side) when the prompt uses no word that only other targets use
+        ("the right psoas muscle" -> "right iliopsoas"; "left kidney and liver" -> None). Used by the side guard, which must not cut what a prompt asks for besides its nearest target; a
         lesion of that target ("left kidney cyst") lies on its side, a vessel or duct ("left renal vein") need not."""
         if match.target is not None:
             return match.target
@@ -269,7 +286,15 @@ class VocabularyMatcher:
         if not match.nearest_target or match.cosine < min_cosine:
             return None
         nearest = self.names.index(match.nearest_target)
-        return None if self._says_more(match.text, nearest, kinds=BEYOND_ORGAN) else match.nearest_target
+        if self._says_more(match.text, nearest, kinds=BEYOND_ORGAN):
+            return None
+        # a structure the model lacks, nearest to a target of the other side ("Left hip in whole body CT" ->
+        # "Right kidney in whole body CT"): guarded as that target's counterpart, so it stays on the side it names
+        side = sentence_side(normalise(match.text))
+        if side is not None and self._sides[nearest][0] not in (None, side):
+            other = self.counterpart(nearest, side)
+            return None if other is None else self.names[other]
+        return match.nearest_target
 
     def _class_target(self, name: str, cosines: np.ndarray) -> int | None:
         candidates = self._targets_of_class.get(name, [])

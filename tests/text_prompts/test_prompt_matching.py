@@ -167,6 +167,38 @@ def test_a_side_is_never_answered_by_the_other_sides_target():
     assert raw.target is None and raw.method == "raw"
 
 
+def test_a_structure_the_model_lacks_is_not_side_corrected_into_one_it_has():
+    """"left hip" is a class of the challenge's map that no target is: it keeps its own embedding (a warning names
+    the class) even though its nearest phrasing is the right kidney's, and the side guard still keeps its answer on
+    the left (as the left kidney's counterpart). A wording the map does not know ("ren") is side corrected."""
+    targets = [("left kidney", ["left kidney"]), ("right kidney", ["right kidney"]), ("spleen", ["spleen"])]
+    embeddings = np.stack([_unit(1, 0.2, 0), _unit(1, -0.2, 0), _unit(0, 0, 1)])
+    matcher = VocabularyMatcher(targets, ["left kidney", "right kidney", "spleen"], embeddings, "CT")
+    hip, ren = matcher.match(["Left hip in whole body CT", "ren on the left"], np.stack([_unit(1, -0.3, 0)] * 2))
+    assert hip.nearest_target == "right kidney" and hip.target is None and hip.method == "nearest embedding"
+    assert "'left hip'" in hip.warning and "not trained on" in hip.warning
+    assert matcher.side_of(hip) == "left" and matcher.structure_of(hip) == "left kidney"
+    assert ren.target == "left kidney" and ren.method == "side corrected"
+
+
+@pytest.mark.parametrize("prompt", ["Vertebrae T6", "Vertebrae C1 segmentation in whole body CT",
+                                    "Right lacrimal gland in Head and Neck CT imaging",
+                                    "Whole body CT showing right middle lung lobe structures",
+                                    "Lung involvement by COVID-19 on computed tomography"])
+def test_prompts_for_structures_the_model_lacks_are_read_as_none_of_its_targets(text_encoder, prompt):
+    """A numbered vertebra is not the trained region of all vertebrae, a lacrimal gland not the adrenal gland, a
+    middle lung lobe not the kidney its embedding is nearest to, a COVID-19 infection not the lungs: the challenge's
+    class map knows each as a class no target is, so none is answered with a target's embedding."""
+    targets = PHANTOM + ADRENALS + [("the vertebrae", ["the vertebrae", "vertebrae", "vertebral column"]),
+                                    ("both lungs", ["both lungs", "the lungs", "lungs"])]
+    matcher = _matcher(targets, text_encoder, "CT")
+    texts = [prompt, "vertebral column on CT", "the kidney on the left side", "the right suprarenal gland", "lungs"]
+    found, *known = matcher.match(texts, text_encoder.encode(texts))
+    assert found.target is None and found.method == "nearest embedding"
+    assert "not trained on" in found.warning or "far from everything" in found.warning
+    assert [m.target for m in known] == ["the vertebrae", "left kidney", "right adrenal gland", "both lungs"]
+
+
 def test_a_side_without_counterpart_is_refused():
     targets = [("right kidney", ["right kidney"]), ("spleen", ["spleen"])]
     matcher = VocabularyMatcher(targets, ["right kidney", "spleen"], np.stack([_unit(1, 0), _unit(0, 1)]), "CT")
