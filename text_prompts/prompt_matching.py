@@ -176,8 +176,10 @@ class VocabularyMatcher:
                 if target_side is not None and target_side != side:
                     other = self.counterpart(nearest_target, side)
                     if other is None:
-                        raise MedalSInputError("prompts", text, f"names the {side} side, but the nearest thing the "
-                                                                f"model knows is {self.names[nearest_target]!r} "
+                        lacks = "" if unknown is None else f"asks for {unknown.name!r}, which the model was not " \
+                                                           f"trained on, and "
+                        raise MedalSInputError("prompts", text, f"{lacks}names the {side} side, but the nearest thing "
+                                                                f"the model knows is {self.names[nearest_target]!r} "
                                                                 f"and it has no {side} counterpart")
                     if unknown is None:          # (a structure the model lacks: the side guard keeps it on its side)
                         out.append(PromptMatch(text, self.names[other], "side corrected", warning=warning, **nearest))
