@@ -240,8 +240,7 @@ class MedalSTrainer(nnUNetTrainer):
                                     self.dynamic_zoom_probability, self.rng)
         prompts = build_prompted_batch(
             segs, case_annotation_mask(self.text_dataset, batch["keys"]), self.target_lookup, self.vocabulary,
-            self.phrasing_embeddings, self.max_queries, self.p_skip_fusion, self.prompt_misplacement, self.rng,
-            spacing=self.configuration_manager.spacing)
+            self.phrasing_embeddings, self.max_queries, self.p_skip_fusion, self.prompt_misplacement, self.rng)
         self.optimizer.zero_grad(set_to_none=True)
         with self._autocast():
             output = self.network(data, prompts.text, prompts.spatial, prompts.valid, fuse_prompts=prompts.fuse)

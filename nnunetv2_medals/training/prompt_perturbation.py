@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -15,8 +14,8 @@ import torch.nn.functional as F
 
 @dataclass(frozen=True)
 class PromptMisplacement:
-    """Parameters of :func:`misplace_prompts` (lengths in mm, on the patch's spacing; the boundary moves in voxels);
-    ``whole`` and ``exact`` are read by ``training.prompted_batch.build_prompted_batch``, which decides what skips Algorithm 1."""
+    """Parameters of :func:`misplace_prompts` (lengths in voxels of the training patch); ``whole`` and ``exact``
+    are read by ``training.prompted_batch.build_prompted_batch``, which decides what skips Algorithm 1."""
 
     #: share of the samples whose masks are misplaced (all prompts of a sample move together)
     probability: float = 0.5
@@ -24,13 +23,12 @@ class PromptMisplacement:
     max_rotation_deg: float = 8.0
     #: isotropic scale, uniform in this range
     scale: tuple[float, float] = (0.92, 1.08)
-    #: shift along each axis, uniform in ±max_shift_mm
-    max_shift_mm: float = 4.0
+    #: shift along each axis, uniform in ±max_shift
+    max_shift: float = 4.0
     #: share of the misplaced samples that are also warped elastically
     elastic_probability: float = 0.5
-    #: elastic warp: displacement (mm) per control point and axis uniform in ±elastic_amplitude_mm, control points
-    #: per axis
-    elastic_amplitude_mm: float = 2.0
+    #: elastic warp: displacement per control point and axis uniform in ±elastic_amplitude, control points per axis
+    elastic_amplitude: float = 2.0
     elastic_points: int = 4
     #: per prompt of a misplaced sample: probability of a dilated and of an eroded boundary, by 1..max_boundary
     p_dilate: float = 0.25
@@ -60,9 +58,9 @@ def _rotation(angles: torch.Tensor) -> torch.Tensor:
 
 
 def _sampling_grid(count: int, spatial: list[int], params: PromptMisplacement, torch_rng: torch.Generator,
-                   device: torch.device, spacing: torch.Tensor) -> torch.Tensor:
-    """(count, *spatial, ndim) grid_sample coordinates of a random affine (rigid in mm, about the patch centre)
-    plus, for a random share of the samples, a smooth elastic displacement; ``spacing``: (ndim,) mm per voxel."""
+                   device: torch.device) -> torch.Tensor:
+    """(count, *spatial, ndim) grid_sample coordinates of a random affine (voxel units, about the patch centre)
+    plus, for a random share of the samples, a smooth elastic displacement."""
     ndim = len(spatial)
 
     def uniform(low, high, *shape):
@@ -71,10 +69,8 @@ def _sampling_grid(count: int, spatial: list[int], params: PromptMisplacement, t
     angles = uniform(-1, 1, count, 3) * math.radians(params.max_rotation_deg)
     if ndim == 2:
         angles[:, :2] = 0  # the in-plane rotation (about the third axis, which turns axes 0 and 1)
-    # the transform in mm, written in voxels: x_voxel' = D^-1 (s R) D x_voxel with D = diag(spacing)
     matrix = _rotation(angles)[:, :ndim, :ndim] * uniform(*params.scale, count, 1, 1)
-    matrix = matrix * spacing.view(1, 1, ndim) / spacing.view(1, ndim, 1)
-    shift = uniform(-params.max_shift_mm, params.max_shift_mm, count, ndim) / spacing
+    shift = uniform(-params.max_shift, params.max_shift, count, ndim)
     # voxel-space affine -> normalised coordinates (align_corners=False: x_norm = 2 x / size per axis), then
     # reversed to grid_sample's (x, y, z) = (last, ..., first) axis order
     size = torch.tensor(spatial, dtype=torch.float32, device=device)
@@ -83,11 +79,10 @@ def _sampling_grid(count: int, spatial: list[int], params: PromptMisplacement, t
     flip = torch.arange(ndim - 1, -1, -1, device=device)
     theta = theta[:, flip][:, :, torch.cat([flip, torch.tensor([ndim], device=device)])]
     grid = F.affine_grid(theta, [count, 1, *spatial], align_corners=False)
-    if params.elastic_probability > 0 and params.elastic_amplitude_mm > 0:
+    if params.elastic_probability > 0 and params.elastic_amplitude > 0:
         warped = torch.rand(count, generator=torch_rng, device=device) < params.elastic_probability
-        coarse = uniform(-params.elastic_amplitude_mm, params.elastic_amplitude_mm, count, ndim,
+        coarse = uniform(-params.elastic_amplitude, params.elastic_amplitude, count, ndim,
                          *[params.elastic_points] * ndim) * warped.view(-1, *[1] * (ndim + 1))
-        coarse = coarse / spacing.view(1, ndim, *[1] * ndim)
         mode = "trilinear" if ndim == 3 else "bilinear"
         field = F.interpolate(coarse, size=spatial, mode=mode, align_corners=True)
         field = field * (2 / size).view(1, ndim, *[1] * ndim)
@@ -196,19 +191,18 @@ def draw_exact_samples(batch: int, misplaced: np.ndarray, params: PromptMisplace
 def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
                      params: PromptMisplacement = PromptMisplacement(),
                      generator: np.random.Generator | None = None,
-                     samples: np.ndarray | None = None, spacing: Sequence[float] | None = None) -> torch.Tensor:
+                     samples: np.ndarray | None = None) -> torch.Tensor:
     """Misplaced-prompt simulation (our addition to the paper's Algorithm 1; ``build_prompted_batch`` hands the
     result to the network whole, or to Algorithm 1 with ``whole = 0``; samples it leaves unmoved go through
     Algorithm 1, or with ``exact`` > 0 partly whole as they are).
 
     For a share ``probability`` of the samples, all target masks of the sample are resampled through one random
     transform of the patch — a rotation of up to ``max_rotation_deg`` about each axis, an isotropic scale in
-    ``scale`` and a shift of up to ``max_shift_mm`` per axis, for ``elastic_probability`` of them plus a smooth
-    elastic displacement (``elastic_points``³ control points of up to ``elastic_amplitude_mm`` per axis, trilinearly
+    ``scale`` and a shift of up to ``max_shift`` voxels per axis, for ``elastic_probability`` of them plus a smooth
+    elastic displacement (``elastic_points``³ control points of up to ``elastic_amplitude`` voxels, trilinearly
     interpolated), nearest-neighbour resampled — as a registration prior a few degrees and millimetres off would
-    place them. Lengths are in mm on the patch's ``spacing`` (per spatial axis; None: 1 mm voxels), so the rotation
-    is rigid in mm on anisotropic grids and a model trained at any spacing sees the same physical misplacement (the
-    zero-padded border pulls empty space into masks that cross it); then
+    place them. All of it is in voxels of the patch: on anisotropic spacing the "rotation" is not rigid in mm and
+    the shift's mm differ per axis (the zero-padded border also pulls empty space into masks that cross it); then
     each prompt of those samples is dilated (``p_dilate``) or eroded (``p_erode``) by 1..``max_boundary`` voxels,
     as a rough hand drawing would be. The loss still uses the true masks, so the network learns to correct a prompt
     instead of copying it. Other samples are returned unchanged. ``samples``: the indices to misplace, drawn by
@@ -229,10 +223,7 @@ def misplace_prompts(masks: torch.Tensor, valid: torch.Tensor | None = None,
         torch_rng = torch.Generator(device=masks.device)
         torch_rng.manual_seed(int(rng.integers(2 ** 62)))
         index = torch.from_numpy(chosen).to(masks.device)
-        mm = torch.ones(len(spatial)) if spacing is None else torch.as_tensor(spacing, dtype=torch.float32)
-        if mm.shape != (len(spatial),) or not bool((mm > 0).all()):
-            raise ValueError(f"misplace_prompts: spacing must be {len(spatial)} positive lengths, got {spacing}")
-        grid = _sampling_grid(len(chosen), spatial, params, torch_rng, masks.device, mm.to(masks.device))
+        grid = _sampling_grid(len(chosen), spatial, params, torch_rng, masks.device)
         moved = _nearest_resample(out[index], grid).bool()
         out[index] = _move_boundaries(moved, params, torch_rng)
     if valid is not None:

@@ -35,8 +35,7 @@ class PromptedBatch:
 def build_prompted_batch(segs: Sequence[torch.Tensor], annotated: np.ndarray, lookup: TargetLookup,
                          vocabulary: ModelVocabulary, phrasing_embeddings: torch.Tensor, max_queries: int,
                          p_skip_fusion: float, misplacement: PromptMisplacement, rng: np.random.Generator,
-                         mark: Callable[[str], None] | None = None,
-                         spacing: Sequence[float] | None = None) -> PromptedBatch:
+                         mark: Callable[[str], None] | None = None) -> PromptedBatch:
     """Prompt sampling (DESIGN §5), per-query targets, and for a share ``1 - p_skip_fusion`` of the steps the
     spatial prompts: misplaced masks (:func:`misplace_prompts`) degraded by Algorithm 1
     (:func:`simulate_spatial_prompts`), except for a share ``misplacement.whole`` of the misplaced samples and a
@@ -44,7 +43,6 @@ def build_prompted_batch(segs: Sequence[torch.Tensor], annotated: np.ndarray, lo
 
     ``segs``: label maps (B, 1, *S_k) per deep-supervision scale, highest resolution first; ``annotated``: (B, T)
     bool, which targets each case annotates. ``mark(part)``, when given, is called after each part (profiling).
-    ``spacing``: the patch's mm per spatial axis, for the misplacement's lengths (None: 1 mm voxels).
     """
     mark = mark or (lambda part: None)
     device = segs[0].device
@@ -58,7 +56,7 @@ def build_prompted_batch(segs: Sequence[torch.Tensor], annotated: np.ndarray, lo
     spatial = None
     if fuse:
         moved = draw_misplaced_samples(len(targets[0]), misplacement, rng)
-        misplaced = misplace_prompts(targets[0], queries.valid, misplacement, rng, samples=moved, spacing=spacing)
+        misplaced = misplace_prompts(targets[0], queries.valid, misplacement, rng, samples=moved)
         spatial = simulate_spatial_prompts(misplaced, queries.valid, generator=rng)
         # complete masks, as a registration prior (moved) or a manual annotation (exact) gives them; the exact
         # samples were not moved, so ``misplaced`` holds their targets (invalid queries are empty already)

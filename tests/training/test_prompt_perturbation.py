@@ -10,7 +10,7 @@ import torch
 from nnunetv2_medals.training.prompt_perturbation import PromptMisplacement, misplace_prompts
 from tests.helpers import run, train_env
 
-STILL = PromptMisplacement(probability=1.0, max_rotation_deg=0, scale=(1, 1), max_shift_mm=0, elastic_probability=0,
+STILL = PromptMisplacement(probability=1.0, max_rotation_deg=0, scale=(1, 1), max_shift=0, elastic_probability=0,
                            p_dilate=0, p_erode=0, whole=0.0)
 
 
@@ -33,8 +33,8 @@ def test_without_any_change_the_masks_come_back_unchanged():
 
 
 @pytest.mark.parametrize("params", [
-    replace(STILL, max_rotation_deg=8, scale=(0.92, 1.08), max_shift_mm=4),
-    replace(STILL, elastic_probability=1.0, elastic_amplitude_mm=3.0),
+    replace(STILL, max_rotation_deg=8, scale=(0.92, 1.08), max_shift=4),
+    replace(STILL, elastic_probability=1.0, elastic_amplitude=3.0),
 ], ids=["affine", "elastic"])
 def test_a_misplaced_prompt_differs_from_the_target_but_overlaps_it(params):
     masks = _masks()
@@ -48,7 +48,7 @@ def test_a_misplaced_prompt_differs_from_the_target_but_overlaps_it(params):
 
 def test_a_pure_shift_moves_the_mask_by_at_most_the_maximum_without_changing_its_size():
     masks = _masks(batch=4)
-    out = misplace_prompts(masks, params=replace(STILL, max_shift_mm=3.0), generator=np.random.default_rng(2))
+    out = misplace_prompts(masks, params=replace(STILL, max_shift=3.0), generator=np.random.default_rng(2))
     for b in range(4):
         for c in range(3):
             before, after = masks[b, c].nonzero().float().mean(0), out[b, c].nonzero().float().mean(0)
@@ -59,17 +59,12 @@ def test_a_pure_shift_moves_the_mask_by_at_most_the_maximum_without_changing_its
     assert torch.equal(masks, _masks(batch=4))  # the targets the loss uses are left as they were
 
 
-@pytest.mark.parametrize("spacing", [(1.0, 1.0, 1.0), (3.0, 0.8, 2.0)])
-def test_the_affine_is_a_rotation_and_scale_about_the_centre_in_mm_on_a_non_cubic_patch(spacing):
-    """Rigid (times a scale) and shifted by at most max_shift_mm in millimetres, also on an anisotropic grid, where
-    the same transform written in voxels is not rigid."""
+def test_the_affine_is_a_rotation_and_scale_about_the_centre_on_a_non_cubic_patch():
     from nnunetv2_medals.training.prompt_perturbation import _sampling_grid
 
     spatial = [12, 40, 28]
-    params = replace(STILL, max_rotation_deg=8, scale=(0.9, 1.1), max_shift_mm=4)
-    grid = _sampling_grid(3, spatial, params, torch.Generator().manual_seed(0), torch.device("cpu"),
-                          torch.tensor(spacing))
-    mm = torch.diag(torch.tensor(spacing, dtype=torch.float64))
+    params = replace(STILL, max_rotation_deg=8, scale=(0.9, 1.1), max_shift=4)
+    grid = _sampling_grid(3, spatial, params, torch.Generator().manual_seed(0), torch.device("cpu"))
     size = torch.tensor(spatial, dtype=torch.float64)
     # grid_sample coordinates (x, y, z), align_corners=False -> voxel coordinates in array order
     source = ((grid.double().flip(-1) + 1) * size - 1) / 2
@@ -78,10 +73,10 @@ def test_the_affine_is_a_rotation_and_scale_about_the_centre_in_mm_on_a_non_cubi
     x = torch.cat([(target - centre).reshape(-1, 3), torch.ones(target[..., :1].numel(), 1, dtype=torch.float64)], 1)
     for k in range(3):
         fit = torch.linalg.lstsq(x, (source[k] - centre).reshape(-1, 3)).solution  # (4, 3): linear part + shift
-        linear, shift = mm @ fit[:3].T @ torch.linalg.inv(mm), mm @ fit[3]   # in mm
+        linear, shift = fit[:3].T, fit[3]
         gram = linear.T @ linear
         scale2 = gram.diagonal().mean()
-        assert torch.allclose(gram, scale2 * torch.eye(3, dtype=torch.float64), atol=1e-6)  # rigid in mm
+        assert torch.allclose(gram, scale2 * torch.eye(3, dtype=torch.float64), atol=1e-6)  # rigid in voxels
         assert 0.9 ** 2 - 1e-6 <= scale2 <= 1.1 ** 2 + 1e-6 and shift.abs().max() <= 4 + 1e-6
 
 
@@ -117,7 +112,7 @@ def test_empty_masks_and_invalid_queries_stay_empty():
 
 def test_two_dimensional_masks():
     masks = _masks()[..., 16]
-    out = misplace_prompts(masks, params=replace(STILL, max_rotation_deg=10, max_shift_mm=3),
+    out = misplace_prompts(masks, params=replace(STILL, max_rotation_deg=10, max_shift=3),
                            generator=np.random.default_rng(4))
     assert out.shape == masks.shape and 0.3 < _dice(out, masks) < 1.0
 
@@ -133,7 +128,7 @@ def test_the_same_seed_gives_the_same_prompts():
 
 def test_only_the_chosen_share_of_samples_moves():
     masks = _masks(batch=64, shape=(16, 16, 16))
-    out = misplace_prompts(masks, params=replace(STILL, probability=0.5, max_shift_mm=4),
+    out = misplace_prompts(masks, params=replace(STILL, probability=0.5, max_shift=4),
                            generator=np.random.default_rng(5))
     moved = (out != masks).flatten(1).any(1).float().mean().item()
     assert 0.3 < moved < 0.7
@@ -163,7 +158,6 @@ def test_the_trainer_misplaces_the_prompts_it_hands_to_algorithm_1(preprocessed_
             seen["out"] = out
             with open(os.environ["MISPLACEMENT_RECORD"], "a") as f:
                 f.write(json.dumps({"shape": list(masks.shape), "probability": params.probability,
-                                    "spacing": [float(x) for x in kwargs["spacing"]],
                                     "changed": bool((out != (masks > 0).float()).any())}) + "\\n")
             return out
 
@@ -191,8 +185,6 @@ def test_the_trainer_misplaces_the_prompts_it_hands_to_algorithm_1(preprocessed_
     calls = [c for c in lines if "shape" in c]
     assert len(calls) == 2 and all(c["probability"] == 1.0 and c["changed"] for c in calls)
     assert all(len(c["shape"]) == 5 for c in calls)
-    plans = json.loads((preprocessed_phantom["preprocessed"] / "MedalSPlansCPU.json").read_text())
-    assert all(c["spacing"] == plans["configurations"]["3d_fullres"]["spacing"] for c in calls)  # lengths in mm
     assert [c["algorithm_1_input_is_misplaced"] for c in lines if "shape" not in c] == [True, True]
 
 
@@ -204,8 +196,8 @@ def test_the_nearest_voxel_lookup_equals_grid_sample_and_the_box_moves_equal_max
     torch_rng = torch.Generator().manual_seed(0)
     for spatial in ([20, 24, 28], [33, 17, 40], [26, 31]):
         masks = (torch.rand(3, 5, *spatial, generator=torch_rng) < 0.3).float()
-        grid = _sampling_grid(3, spatial, PromptMisplacement(max_shift_mm=6.0, elastic_amplitude_mm=3.0), torch_rng,
-                              masks.device, torch.tensor([1.0, 2.5, 0.7][:len(spatial)]))
+        grid = _sampling_grid(3, spatial, PromptMisplacement(max_shift=6.0, elastic_amplitude=3.0), torch_rng,
+                              masks.device)
         expected = torch.nn.functional.grid_sample(masks, grid, mode="nearest", padding_mode="zeros",
                                                    align_corners=False)
         assert torch.equal(_nearest_resample(masks, grid).float(), expected)
@@ -290,7 +282,7 @@ def test_exact_samples_reach_the_network_complete_and_in_place(monkeypatch):
     moved_drawn = _recorded(monkeypatch, module, "draw_misplaced_samples")
     exact_drawn = _recorded(monkeypatch, module, "draw_exact_samples")
     # misplaced samples really move (shift, no boundary change), exact ones do not
-    params = PromptMisplacement(probability=0.5, max_rotation_deg=0, scale=(1, 1), max_shift_mm=4, elastic_probability=0,
+    params = PromptMisplacement(probability=0.5, max_rotation_deg=0, scale=(1, 1), max_shift=4, elastic_probability=0,
                                 p_dilate=0, p_erode=0, whole=1.0, exact=0.5)
     kinds = set()
     for seed in range(8):
