@@ -27,8 +27,7 @@ from pathlib import Path
 
 from bench_utils import report
 from nnunetv2_medals.errors import MedalSInputError
-from nnunetv2_medals.text_prompts.canonical import default_canonicaliser, packaged_prompt_map
-from nnunetv2_medals.text_prompts.unseen_wordings import challenge_phrasings
+from nnunetv2_medals.text_prompts.unseen_wordings import challenge_phrasings, unknown_structure_phrasings
 from nnunetv2_medals.text_prompts.vocabulary import ModelVocabulary
 
 
@@ -97,11 +96,7 @@ def unknown_structures(vocabulary: ModelVocabulary, modality: str, nearest_right
     """How the phrasings of the challenge's ``modality`` classes the model does not know are read, and the
     nearest-target rule by cosine threshold (``nearest_right``/``nearest_wrong``: cosines of the known structures'
     prompts kept as their own embedding whose nearest target is / is not their structure). Prints a table."""
-    challenge, prompts = default_canonicaliser(), packaged_prompt_map()
-    known = {challenge.canonicalise(t.name, modality) for t in vocabulary.targets} - {None}
-    texts = sorted({t for (dataset, class_id), cls in challenge.sources.items()
-                    if cls not in known and cls.modality == modality for t in prompts[dataset][class_id]}
-                   - set(vocabulary.phrasings))
+    texts = unknown_structure_phrasings([t.name for t in vocabulary.targets], modality, vocabulary.phrasings)
     counts, kept = collections.Counter(), []
     for text in texts:                       # one by one: a refusal is an error for the whole batch
         try:

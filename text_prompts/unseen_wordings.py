@@ -26,3 +26,14 @@ def challenge_phrasings(names: Sequence[str], modality: str,
         if texts:
             out[tuple(ours)] = texts
     return out
+
+
+def unknown_structure_phrasings(names: Sequence[str], modality: str, exclude: Collection[str] = ()) -> list[str]:
+    """Every phrasing in the packaged prompt file of the challenge's ``modality`` classes that none of ``names`` (a
+    model's targets) canonicalises to, but ``exclude``, sorted, each once: wordings of structures the model does not
+    know, which it must not answer with one of its targets."""
+    challenge, prompts = default_canonicaliser(), packaged_prompt_map()
+    known = {challenge.canonicalise(name, modality) for name in names} - {None}
+    return sorted({t for (dataset, class_id), cls in challenge.sources.items()
+                   if cls.modality == modality and cls not in known for t in prompts[dataset][class_id]}
+                  - set(exclude))
