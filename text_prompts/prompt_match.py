@@ -20,13 +20,16 @@ class PromptMatch:
     warning: str | None = None
     #: the prompt names a kind of structure (`word_lists.KIND_WORDS`) its nearest target is not ("left kidney cyst")
     other_kind: bool = False
+    #: the challenge class the prompt asks for when the model has no target for it ("left hip"; None otherwise)
+    lacked_class: str | None = None
 
     def meant_target(self, min_cosine: float = 0.6) -> str | None:
         """The trained target this prompt stands for: the matched one, else the nearest phrasing's target when it is
         at least ``min_cosine`` close (sizes for dynamic resampling, multi-part structures), else None. A prompt for
         another kind of structure than its nearest target (``other_kind``: "left kidney cysts") stands for no
-        target: its size and parts are not the organ's."""
-        if self.other_kind:
+        target: its size and parts are not the organ's; nor does one for a structure the model lacks
+        (``lacked_class``: "Vertebrae T6" is not the size of all vertebrae)."""
+        if self.other_kind or self.lacked_class is not None:
             return None
         if self.target is not None:
             return self.target
@@ -37,4 +40,4 @@ class PromptMatch:
     def to_json(self) -> dict:
         d = asdict(self)
         d["cosine"] = round(float(self.cosine), 4)
-        return {k: v for k, v in d.items() if k not in ("text", "other_kind")}
+        return {k: v for k, v in d.items() if k not in ("text", "other_kind", "lacked_class")}

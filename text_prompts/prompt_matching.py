@@ -25,11 +25,10 @@ A canonical match is not taken when the prompt says more than its target: both s
 ("left and right putamen"), or a word only *other* targets use ("lymph node near the left kidney", "left kidney
 and spleen"); such prompts keep their own embedding.
 
-Nor is a prompt for a structure the model does not know read as one it does: when the challenge's class map (the
-packaged prompt file, 326 classes) reads the prompt as a class that none of the model's targets' names and phrasings
-is, the prompt is neither matched nor side corrected ("Vertebrae T6" is not the trained region "the vertebrae",
-"Right lacrimal gland in head and neck CT" not the right adrenal gland, "Left hip in whole body CT" not the left
-kidney); it keeps its own embedding, with a warning naming the class.
+Nor is a prompt for a structure the model does not know read as one it does (:mod:`.lacked_classes`: the
+challenge's class map as world knowledge): "Vertebrae T6" is not the trained region "the vertebrae", "Left hip in
+whole body CT" not the left kidney its side correction would give; it keeps its own embedding and is warned about,
+and the side guard keeps a sided one on its side (:meth:`VocabularyMatcher.structure_of`).
 
 ``raw=True`` skips 1 and 2 (every prompt keeps its own embedding) but still reports and warns.
 """
@@ -44,6 +43,7 @@ from nnunetv2_medals.text_prompts.canonical import SIDES, Canonicaliser, default
 from nnunetv2_medals.text_prompts.prompt_match import PromptMatch
 from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
 from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
+from nnunetv2_medals.text_prompts.lacked_classes import LackedClasses
 from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, CONNECTIVES, FILLER_WORDS, KIND_WORDS, PART_WORDS,
                                                       SCAN_WORDS, SIDE_NOUNS, kind_words, scan_context)
 
@@ -89,10 +89,7 @@ class VocabularyMatcher:
         self._all_words = set().union(*self._target_words) if self._target_words else set()
         self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
         self._spelling = spelling_candidates(self._all_words)
-        # the challenge's classes the targets are (a prompt read as another one asks for a structure the model lacks)
-        self._challenge = default_canonicaliser()
-        self._challenge_classes = {self._challenge.canonicalise(p, self.modality)
-                                   for ps in self._phrasings_of for p in ps} - {None}
+        self._lacked = LackedClasses(self._phrasings_of, self._target_words, self._filler, self.modality)
         # (left target, right target) -> the trained region that is exactly the two (``label_values`` tell)
         self._pair_regions: dict[tuple[int, int], int] = {}
         labels = [frozenset(v) for v in label_values] if label_values is not None else []
@@ -133,8 +130,7 @@ class VocabularyMatcher:
                 out.append(PromptMatch(text, None, "raw", warning=warning, **nearest))
                 continue
             words = normalise(text).split()
-            unknown = self._challenge.canonicalise(text, self.modality)
-            unknown = None if unknown in self._challenge_classes else unknown
+            unknown = self._lacked.class_of(text)
             # misspelt words ("kidny left", "L hipocampus", "liver tumuor"): read as the vocabulary word they are
             # close to and said so (instead of a far-prompt warning: the prompt's own embedding is not used); as
             # written when that matches nothing
@@ -184,7 +180,8 @@ class VocabularyMatcher:
                     if unknown is None:          # (a structure the model lacks: the side guard keeps it on its side)
                         out.append(PromptMatch(text, self.names[other], "side corrected", warning=warning, **nearest))
                         continue
-            out.append(PromptMatch(text, None, "nearest embedding", warning=warning, other_kind=other_kind, **nearest))
+            out.append(PromptMatch(text, None, "nearest embedding", warning=warning, other_kind=other_kind,
+                                   lacked_class=None if unknown is None else unknown.name, **nearest))
         return out
 
     def _target_of(self, text: str, words: list[str], cosines: np.ndarray) -> int | None:
@@ -267,10 +264,12 @@ class VocabularyMatcher:
 
     def structure_of(self, match: PromptMatch, min_cosine: float = 0.6) -> str | None:
         """The trained target a prompt asks for and nothing more: its matched target, or for a prompt answered
-        with its own embedding the nearest phrasing's target (cosine >= ``min_cosine``; its counterpart on the side
-        the prompt names when it is of the other side) when the prompt uses no word that only other targets use
-        ("the right psoas muscle" -> "right iliopsoas"; "left kidney and liver" -> None). Used by the side guard, which must not cut what a prompt asks for besides its nearest target; a
-        lesion of that target ("left kidney cyst") lies on its side, a vessel or duct ("left renal vein") need not."""
+        with its own embedding the nearest phrasing's target (cosine >= ``min_cosine``) when the prompt uses no word
+        that only other targets use ("the right psoas muscle" -> "right iliopsoas"; "left kidney and liver" ->
+        None). Used by the side guard, which must not cut what a prompt asks for besides its nearest target; a
+        lesion of that target ("left kidney cyst") lies on its side, a vessel or duct ("left renal vein") need not;
+        a sided prompt for a structure the model lacks (``lacked_class``) gets its nearest target, or that target's
+        counterpart on the side it names, whatever the cosine."""
         if match.target is not None:
             return match.target
         if match.method != "nearest embedding":
@@ -285,18 +284,20 @@ class VocabularyMatcher:
             organ = self._letter_side_target(organ_words, unknown)
             organ = self._canonical_target(organ_words, unknown) if organ is None else organ
             return None if organ is None else self.names[organ]
+        if match.lacked_class is not None and match.nearest_target:
+            # a structure the model lacks, whatever its cosine and other words ("Left hip in whole body CT" ->
+            # "Right kidney in whole body CT"): guarded as its nearest target's counterpart on the side it names, so
+            # its answer stays on that side
+            nearest = self.names.index(match.nearest_target)
+            side = sentence_side(normalise(match.text)) or letter_side(match.text)
+            if side is None or self._sides[nearest][0] in (None, side):
+                return match.nearest_target if side is not None else None
+            other = self.counterpart(nearest, side)
+            return None if other is None else self.names[other]
         if not match.nearest_target or match.cosine < min_cosine:
             return None
         nearest = self.names.index(match.nearest_target)
-        if self._says_more(match.text, nearest, kinds=BEYOND_ORGAN):
-            return None
-        # a structure the model lacks, nearest to a target of the other side ("Left hip in whole body CT" ->
-        # "Right kidney in whole body CT"): guarded as that target's counterpart, so it stays on the side it names
-        side = sentence_side(normalise(match.text))
-        if side is not None and self._sides[nearest][0] not in (None, side):
-            other = self.counterpart(nearest, side)
-            return None if other is None else self.names[other]
-        return match.nearest_target
+        return None if self._says_more(match.text, nearest, kinds=BEYOND_ORGAN) else match.nearest_target
 
     def _class_target(self, name: str, cosines: np.ndarray) -> int | None:
         candidates = self._targets_of_class.get(name, [])

@@ -172,13 +172,47 @@ def test_a_structure_the_model_lacks_is_not_side_corrected_into_one_it_has():
     the class) even though its nearest phrasing is the right kidney's, and the side guard still keeps its answer on
     the left (as the left kidney's counterpart). A wording the map does not know ("ren") is side corrected."""
     targets = [("left kidney", ["left kidney"]), ("right kidney", ["right kidney"]), ("spleen", ["spleen"])]
-    embeddings = np.stack([_unit(1, 0.2, 0), _unit(1, -0.2, 0), _unit(0, 0, 1)])
+    embeddings = np.stack([_unit(1, 0.2, 0, 0), _unit(1, -0.2, 0, 0), _unit(0, 0, 1, 0)])
     matcher = VocabularyMatcher(targets, ["left kidney", "right kidney", "spleen"], embeddings, "CT")
-    hip, ren = matcher.match(["Left hip in whole body CT", "ren on the left"], np.stack([_unit(1, -0.3, 0)] * 2))
+    texts = ["Left hip in whole body CT", "L hip", "the left hip in the head and neck CT", "ren on the left"]
+    hip, short, _, ren = matcher.match(texts, np.stack([_unit(1, -0.3, 0, 0)] * 4))
     assert hip.nearest_target == "right kidney" and hip.target is None and hip.method == "nearest embedding"
-    assert "'left hip'" in hip.warning and "not trained on" in hip.warning
+    assert "'left hip'" in hip.warning and "not trained on" in hip.warning and hip.lacked_class == "left hip"
     assert matcher.side_of(hip) == "left" and matcher.structure_of(hip) == "left kidney"
+    assert hip.meant_target() is None                # its size and parts are not a kidney's either
+    assert short.target is None and short.lacked_class == "left hip"   # report shorthand: "L" is the left side
+    assert matcher.structure_of(short) == "left kidney"
+    # far from the kidneys and with an "and": still guarded on its side
+    (low,) = matcher.match([texts[2]], _unit(1, -0.3, 0, 1.5)[None])
+    assert low.nearest_target == "right kidney" and low.cosine < 0.6 and low.target is None
+    assert matcher.structure_of(low) == "left kidney"
     assert ren.target == "left kidney" and ren.method == "side corrected"
+
+
+def test_a_sided_structure_the_model_lacks_without_counterpart_is_refused_saying_so():
+    targets = [("right kidney", ["right kidney"]), ("spleen", ["spleen"])]
+    matcher = VocabularyMatcher(targets, ["right kidney", "spleen"], np.stack([_unit(1, 0), _unit(0, 1)]), "CT")
+    with pytest.raises(MedalSInputError, match="asks for 'left hip', which the model was not trained on"):
+        matcher.match(["left hip"], _unit(1, 0.1)[None])
+
+
+@pytest.mark.parametrize("modality,targets,prompt,expected", [
+    ("MRI", BRAIN + [("brain stem", ["brain stem", "brainstem"])], "left lateral ventricle", "left lateral ventricle"),
+    ("MRI", BRAIN + [("brain stem", ["brain stem", "brainstem"])], "brain stem", "brain stem"),
+    ("MRI", BRAIN + [("brain stem", ["brain stem", "brainstem"])], "brain", None),       # the map's "brain"
+    ("MRI", BRAIN + [("brain stem", ["brain stem", "brainstem"])], "Left Ventricle", None),  # the heart's
+    ("CT", [("kidneys", ["kidneys", "both kidneys"]), ("liver", ["liver"])], "left and right kidney", "kidneys"),
+    ("CT", [("liver tumour", ["liver tumour", "hepatic lesion"]), ("spleen", ["spleen"])], "liver tumuor",
+     "liver tumour"),
+])
+def test_what_the_challenges_map_reads_in_part_does_not_hide_a_target(text_encoder, modality, targets, prompt,
+                                                                      expected):
+    """The map reads "left lateral ventricle" as the heart's left ventricle and "brain stem" as the brain: a target
+    still answers its own name, while the map's full names of classes the model lacks ("brain", "Left Ventricle")
+    find none. Both sides of a structure that only a both-sides target has, and a misspelt target, still match."""
+    matcher = _matcher(targets, text_encoder, modality)
+    (found,) = matcher.match([prompt], text_encoder.encode([prompt]), encoder_words=text_encoder.whole_words)
+    assert found.target == expected
 
 
 @pytest.mark.parametrize("prompt", ["Vertebrae T6", "Vertebrae C1 segmentation in whole body CT",
@@ -187,14 +221,14 @@ def test_a_structure_the_model_lacks_is_not_side_corrected_into_one_it_has():
                                     "Lung involvement by COVID-19 on computed tomography"])
 def test_prompts_for_structures_the_model_lacks_are_read_as_none_of_its_targets(text_encoder, prompt):
     """A numbered vertebra is not the trained region of all vertebrae, a lacrimal gland not the adrenal gland, a
-    middle lung lobe not the kidney its embedding is nearest to, a COVID-19 infection not the lungs: the challenge's
-    class map knows each as a class no target is, so none is answered with a target's embedding."""
+    middle lung lobe not the right kidney or "both lungs", a COVID-19 infection not the lungs: the challenge's class
+    map knows each as a class no target is, so none is answered with a target's embedding."""
     targets = PHANTOM + ADRENALS + [("the vertebrae", ["the vertebrae", "vertebrae", "vertebral column"]),
                                     ("both lungs", ["both lungs", "the lungs", "lungs"])]
     matcher = _matcher(targets, text_encoder, "CT")
     texts = [prompt, "vertebral column on CT", "the kidney on the left side", "the right suprarenal gland", "lungs"]
     found, *known = matcher.match(texts, text_encoder.encode(texts))
-    assert found.target is None and found.method == "nearest embedding"
+    assert found.target is None and found.method == "nearest embedding" and found.lacked_class is not None
     assert "not trained on" in found.warning or "far from everything" in found.warning
     assert [m.target for m in known] == ["the vertebrae", "left kidney", "right adrenal gland", "both lungs"]
 

@@ -1,0 +1,62 @@
+"""Prompts for structures a model does not know: the challenge's class map as world knowledge.
+
+A model's own vocabulary is the map its prompts are canonicalised against (:mod:`.prompt_matching`), so a prompt for a
+structure the model lacks could match a shorter variant of one it has ("Vertebrae T6" contains "vertebrae", the
+trained region of all vertebrae) or be side corrected into the counterpart of whatever its embedding is nearest to
+("Left hip in whole body CT" -> "Right kidney in whole body CT" -> the left kidney). The packaged challenge map (244
+classes, merged from its 326 dataset classes) knows far more structures than any one model: a prompt it reads as a
+class that none of the model's targets is asks for a structure the model lacks. Two guards against the map's partial
+readings: a target is a class only when the class's name says all of the target's wording (:func:`class_of_name`:
+"brain stem" is not the class "brain", "left lateral ventricle" not the heart's "left ventricle"), and a prompt
+counts as the class only when it is the class's name or no target uses all of the class name's words
+("left lateral ventricle" stays the target). This works as far as the map knows a wording: "sixth thoracic
+vertebra" or "left clavicle" are no class of it.
+"""
+from __future__ import annotations
+
+from typing import Collection, Sequence
+
+from nnunetv2_medals.text_prompts.canonical import CanonicalClass, default_canonicaliser, normalise, sentence_side
+from nnunetv2_medals.text_prompts.side_wordings import letter_side
+from nnunetv2_medals.text_prompts.word_lists import FILLER_WORDS, SCAN_WORDS
+
+
+def class_of_name(name: str, modality: str) -> CanonicalClass | None:
+    """The challenge class a target's name (or phrasing) is: the class the packaged map reads it as, when that
+    class's name says all of it (filler and scan words aside); None otherwise ("brain stem" is not the class
+    "brain")."""
+    cls = default_canonicaliser().canonicalise(name, modality)
+    words = set(normalise(name).split()) - FILLER_WORDS - SCAN_WORDS
+    return cls if cls is not None and words <= set(normalise(cls.name).split()) else None
+
+
+class LackedClasses:
+    """Which challenge class a prompt asks for that a model has no target for. ``wordings``: per target, its name
+    and phrasings; ``target_words``: per target, the normalised words of those; ``filler``: the words a prompt may
+    add to a name (``VocabularyMatcher``'s); ``modality``: the model's."""
+
+    def __init__(self, wordings: Sequence[Sequence[str]], target_words: Sequence[set[str]],
+                 filler: Collection[str], modality: str):
+        self.modality = modality
+        self.known = {class_of_name(w, modality) for ws in wordings for w in ws} - {None}
+        self.target_words = list(target_words)
+        self.filler = frozenset(filler)
+
+    def class_of(self, text: str) -> CanonicalClass | None:
+        """The class ``text`` asks for when the model has none of it, else None: the map reads the prompt (a lone L/R
+        read as its side) as a class no target is, and the prompt says nothing but that class's name ("brain",
+        "Left Ventricle", "Vertebrae T6") or no target uses all the words of the class's name ("right lacrimal gland
+        in head and neck CT"). Not for a prompt naming both sides that the map reads as one side ("left and right
+        kidney" for a model with only a both-kidneys target)."""
+        words = normalise(text).split()
+        side = letter_side(text) if sentence_side(" ".join(words)) is None else None
+        said = " ".join(side if side is not None and w == side[0] else w for w in words)
+        cls = default_canonicaliser().canonicalise(said, self.modality)
+        if cls is None or cls in self.known:
+            return None
+        name = set(normalise(cls.name).split())
+        if {"left", "right"} <= set(words) and name & {"left", "right"}:
+            return None
+        if set(said.split()) - self.filler <= name or not any(name <= own for own in self.target_words):
+            return cls
+        return None
