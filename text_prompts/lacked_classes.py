@@ -7,10 +7,10 @@ trained region of all vertebrae) or be side corrected into the counterpart of wh
 classes, merged from its 326 dataset classes) knows far more structures than any one model: a prompt it reads as a
 class that none of the model's targets is asks for a structure the model lacks. Two guards against the map's partial
 readings: a target is a class only when the class's name says all of the target's wording (:func:`class_of_name`:
-"brain stem" is not the class "brain", "left lateral ventricle" not the heart's "left ventricle"), and a prompt
-counts as the class only when it is the class's name or no target uses all of the class name's words
-("left lateral ventricle" stays the target). This works as far as the map knows a wording: "sixth thoracic
-vertebra" or "left clavicle" are no class of it.
+"brain stem" is not the class "brain", "left lateral ventricle" not the heart's "left ventricle"), and a prompt that
+says more than the class's name counts as the class only when it is no target's wording read in part
+(:meth:`LackedClasses.class_of`: "left lateral ventricle" stays the target). This works as far as the map knows a
+wording: "sixth thoracic vertebra" or "left clavicle" are no class of it.
 """
 from __future__ import annotations
 
@@ -31,32 +31,41 @@ def class_of_name(name: str, modality: str) -> CanonicalClass | None:
 
 
 class LackedClasses:
-    """Which challenge class a prompt asks for that a model has no target for. ``wordings``: per target, its name
-    and phrasings; ``target_words``: per target, the normalised words of those; ``filler``: the words a prompt may
-    add to a name (``VocabularyMatcher``'s); ``modality``: the model's."""
+    """Which challenge class a prompt asks for that a model has no target for. ``names``: the targets' names;
+    ``wordings``: per target, its name and phrasings; ``target_words``: per target, the normalised words of those;
+    ``filler``: the words a prompt may add to a name (``VocabularyMatcher``'s); ``modality``: the model's."""
 
-    def __init__(self, wordings: Sequence[Sequence[str]], target_words: Sequence[set[str]],
+    def __init__(self, names: Sequence[str], wordings: Sequence[Sequence[str]], target_words: Sequence[set[str]],
                  filler: Collection[str], modality: str):
         self.modality = modality
         self.known = {class_of_name(w, modality) for ws in wordings for w in ws} - {None}
-        self.target_words = list(target_words)
         self.filler = frozenset(filler)
+        self.name_words = [set(normalise(n).split()) - self.filler for n in names]
+        self.joined_names = {"".join(w for w in normalise(n).split() if w not in self.filler) for n in names}
+        self.target_words = list(target_words)
 
     def class_of(self, text: str) -> CanonicalClass | None:
-        """The class ``text`` asks for when the model has none of it, else None: the map reads the prompt (a lone L/R
-        read as its side) as a class no target is, and the prompt says nothing but that class's name ("brain",
-        "Left Ventricle", "Vertebrae T6") or no target uses all the words of the class's name ("right lacrimal gland
-        in head and neck CT"). Not for a prompt naming both sides that the map reads as one side ("left and right
-        kidney" for a model with only a both-kidneys target)."""
+        """The class ``text`` asks for when the model has none of it, else None. The map reads the prompt (a lone L/R
+        read as its side) as a class no target is, and the prompt is that class's name or not a target's wording
+        that the map reads in part: its words are not all one target's ("left lateral ventricle": the map's heart ventricle), written
+        together they are not a target's name ("brain stem" for "brainstem"), and what it says besides the class's
+        name is not a target's name ("the third ventricle of the brain"). So "brain", "Left Ventricle", "left
+        ventricle of the heart", "Vertebrae T6" and "right lacrimal gland in head and neck CT" are classes the model
+        lacks when it has none of them. A prompt naming both sides that the map reads as one side is left alone when
+        a target has that structure ("left and right kidney" for a model with only a both-kidneys target)."""
         words = normalise(text).split()
         side = letter_side(text) if sentence_side(" ".join(words)) is None else None
-        said = " ".join(side if side is not None and w == side[0] else w for w in words)
-        cls = default_canonicaliser().canonicalise(said, self.modality)
+        said = [side if side is not None and w == side[0] else w for w in words]
+        cls = default_canonicaliser().canonicalise(" ".join(said), self.modality)
         if cls is None or cls in self.known:
             return None
         name = set(normalise(cls.name).split())
-        if {"left", "right"} <= set(words) and name & {"left", "right"}:
+        content = [w for w in said if w not in self.filler]
+        if {"left", "right"} <= set(words) and name & {"left", "right"} and \
+                any(name - {"left", "right"} <= own for own in self.target_words):
             return None
-        if set(said.split()) - self.filler <= name or not any(name <= own for own in self.target_words):
-            return cls
-        return None
+        rest = set(content) - name - {"left", "right", "both"}
+        if rest and (any(set(content) <= own for own in self.target_words) or "".join(content) in self.joined_names
+                     or any(rest <= own for own in self.name_words)):
+            return None
+        return cls

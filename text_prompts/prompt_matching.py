@@ -89,7 +89,7 @@ class VocabularyMatcher:
         self._all_words = set().union(*self._target_words) if self._target_words else set()
         self._other_words = [(self._all_words - own) - self._filler - {"left", "right"} for own in self._target_words]
         self._spelling = spelling_candidates(self._all_words)
-        self._lacked = LackedClasses(self._phrasings_of, self._target_words, self._filler, self.modality)
+        self._lacked = LackedClasses(self.names, self._phrasings_of, self._target_words, self._filler, self.modality)
         # (left target, right target) -> the trained region that is exactly the two (``label_values`` tell)
         self._pair_regions: dict[tuple[int, int], int] = {}
         labels = [frozenset(v) for v in label_values] if label_values is not None else []
@@ -126,15 +126,19 @@ class VocabularyMatcher:
             if row[best] < FAR_COSINE:
                 warning = (f"prompt {text!r} is far from everything the model was trained on (nearest: "
                            f"{self.phrasings[best]!r}, cosine {row[best]:.2f}); its result is a guess")
+            unknown = self._lacked.class_of(text)
             if raw:
-                out.append(PromptMatch(text, None, "raw", warning=warning, **nearest))
+                out.append(PromptMatch(text, None, "raw", warning=warning,
+                                       lacked_class=None if unknown is None else unknown.name, **nearest))
                 continue
             words = normalise(text).split()
-            unknown = self._lacked.class_of(text)
             # misspelt words ("kidny left", "L hipocampus", "liver tumuor"): read as the vocabulary word they are
             # close to and said so (instead of a far-prompt warning: the prompt's own embedding is not used); as
             # written when that matches nothing
             fixes = {} if encoder_words is None else respellings(words, self._spelling, encoder_words)
+            if unknown is not None and fixes and \
+                    self._lacked.class_of(" ".join(fixes.get(w, w) for w in words)) is None:
+                unknown = None                      # a target's misspelt name, not another structure
             target = None
             if fixes and unknown is None:
                 target = self._target_of(text, [fixes.get(w, w) for w in words], row)
@@ -290,6 +294,8 @@ class VocabularyMatcher:
             # its answer stays on that side
             nearest = self.names.index(match.nearest_target)
             side = sentence_side(normalise(match.text)) or letter_side(match.text)
+            if self._says_more(match.text, nearest, kinds=BEYOND_ORGAN):
+                return None                 # "left hip and liver": the liver must not be cut as the left kidney
             if side is None or self._sides[nearest][0] in (None, side):
                 return match.nearest_target if side is not None else None
             other = self.counterpart(nearest, side)

@@ -187,6 +187,9 @@ def test_a_structure_the_model_lacks_is_not_side_corrected_into_one_it_has():
     assert low.nearest_target == "right kidney" and low.cosine < 0.6 and low.target is None
     assert matcher.structure_of(low) == "left kidney"
     assert ren.target == "left kidney" and ren.method == "side corrected"
+    # a second structure: the guard must not cut the spleen as the left kidney
+    (both,) = matcher.match(["left hip and spleen"], _unit(1, -0.3, 0, 0)[None])
+    assert both.lacked_class == "left hip" and matcher.structure_of(both) is None
 
 
 def test_a_sided_structure_the_model_lacks_without_counterpart_is_refused_saying_so():
@@ -201,6 +204,11 @@ def test_a_sided_structure_the_model_lacks_without_counterpart_is_refused_saying
     ("MRI", BRAIN + [("brain stem", ["brain stem", "brainstem"])], "brain stem", "brain stem"),
     ("MRI", BRAIN + [("brain stem", ["brain stem", "brainstem"])], "brain", None),       # the map's "brain"
     ("MRI", BRAIN + [("brain stem", ["brain stem", "brainstem"])], "Left Ventricle", None),  # the heart's
+    ("MRI", BRAIN, "left ventricle of the heart", None),
+    ("MRI", BRAIN + [("brainstem", ["brainstem"])], "the brain stem", "brainstem"),
+    ("MRI", BRAIN + [("third ventricle", ["third ventricle", "3rd ventricle"])], "the third ventricle of the brain",
+     "third ventricle"),
+    ("CT", ADRENALS + [("both adrenal glands", ["both adrenal glands"])], "left and right lacrimal gland", None),
     ("CT", [("kidneys", ["kidneys", "both kidneys"]), ("liver", ["liver"])], "left and right kidney", "kidneys"),
     ("CT", [("liver tumour", ["liver tumour", "hepatic lesion"]), ("spleen", ["spleen"])], "liver tumuor",
      "liver tumour"),
@@ -209,10 +217,14 @@ def test_what_the_challenges_map_reads_in_part_does_not_hide_a_target(text_encod
                                                                       expected):
     """The map reads "left lateral ventricle" as the heart's left ventricle and "brain stem" as the brain: a target
     still answers its own name, while the map's full names of classes the model lacks ("brain", "Left Ventricle")
-    find none. Both sides of a structure that only a both-sides target has, and a misspelt target, still match."""
+    find none, nor does the heart's ventricle said with more words. "brain stem" written apart is the target
+    "brainstem", and "the third ventricle of the brain" the third ventricle. Both sides of a structure that only a
+    both-sides target has, and a misspelt target, still match; both lacrimal glands are not both adrenal glands."""
     matcher = _matcher(targets, text_encoder, modality)
     (found,) = matcher.match([prompt], text_encoder.encode([prompt]), encoder_words=text_encoder.whole_words)
     assert found.target == expected
+    if expected is None:
+        assert found.lacked_class is not None and found.meant_target() is None
 
 
 @pytest.mark.parametrize("prompt", ["Vertebrae T6", "Vertebrae C1 segmentation in whole body CT",
