@@ -30,8 +30,8 @@ side: ``VocabularyMatcher.side_of``) and that ask for a sided trained target and
 more (``VocabularyMatcher.structure_of``: a canonical or side-corrected match, or an unmatched prompt whose nearest
 phrasing (cosine >= 0.6) is that target's and that names nothing only other targets name: "right erector spinae"
 is cut as the right autochthon, "left kidney and liver" is not cut at all; a prompt for a structure the model lacks
-is cut as its nearest sided target, or that target's counterpart on the side it names, at any cosine); ``MedalSPredictor(side_guard=False)`` /
-``--no_side_guard`` turn it off.
+is cut as its nearest sided target, or that target's counterpart on the side it names, at any cosine);
+``MedalSPredictor(side_guard=False)`` / ``--no_side_guard`` turn it off.
 """
 from __future__ import annotations
 

@@ -47,11 +47,11 @@ class LackedClasses:
     def class_of(self, text: str) -> CanonicalClass | None:
         """The class ``text`` asks for when the model has none of it, else None. The map reads the prompt (a lone L/R
         read as its side) as a class no target is, and the prompt is that class's name or not a target's wording
-        that the map reads in part: its words are not all one target's ("left lateral ventricle": the map's heart ventricle), written
-        together they are not a target's name ("brain stem" for "brainstem"), and what it says besides the class's
-        name is not a target's name ("the third ventricle of the brain"). So "brain", "Left Ventricle", "left
-        ventricle of the heart", "Vertebrae T6" and "right lacrimal gland in head and neck CT" are classes the model
-        lacks when it has none of them. A prompt naming both sides that the map reads as one side is left alone when
+        that the map reads in part: its words are not all one target's ("left lateral ventricle": the map's heart
+        ventricle), written together they are not a target's name ("brain stem" for "brainstem"), and what it says
+        besides the class's name is not a target's name ("the third ventricle of the brain"). So "brain", "Left
+        Ventricle", "left ventricle of the heart", "Vertebrae T6" and "right lacrimal gland in head and neck CT" are
+        classes the model lacks when it has none of them. A prompt naming both sides that the map reads as one side is left alone when
         a target has that structure ("left and right kidney" for a model with only a both-kidneys target)."""
         words = normalise(text).split()
         side = letter_side(text) if sentence_side(" ".join(words)) is None else None
