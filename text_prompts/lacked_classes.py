@@ -51,8 +51,9 @@ class LackedClasses:
         ventricle), written together they are not a target's name ("brain stem" for "brainstem"), and what it says
         besides the class's name is not a target's name ("the third ventricle of the brain"). So "brain", "Left
         Ventricle", "left ventricle of the heart", "Vertebrae T6" and "right lacrimal gland in head and neck CT" are
-        classes the model lacks when it has none of them. A prompt naming both sides that the map reads as one side is left alone when
-        a target has that structure ("left and right kidney" for a model with only a both-kidneys target)."""
+        classes the model lacks when it has none of them. A prompt naming both sides that the map reads as one side
+        is left alone when a target has that structure ("left and right kidney" for a model with only a both-kidneys
+        target)."""
         words = normalise(text).split()
         side = letter_side(text) if sentence_side(" ".join(words)) is None else None
         said = [side if side is not None and w == side[0] else w for w in words]
