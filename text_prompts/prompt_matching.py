@@ -28,7 +28,8 @@ and spleen"); such prompts keep their own embedding.
 Nor is a prompt for a structure the model does not know read as one it does (:mod:`.lacked_classes`: the
 challenge's class map as world knowledge): "Vertebrae T6" is not the trained region "the vertebrae", "Left hip in
 whole body CT" not the left kidney its side correction would give; it keeps its own embedding and is warned about,
-and the side guard keeps a sided one on its side (:meth:`VocabularyMatcher.structure_of`).
+and when its nearest target has a side the side guard keeps a sided one on its side
+(:meth:`VocabularyMatcher.structure_of`).
 
 ``raw=True`` skips 1 and 2 (every prompt keeps its own embedding) but still reports and warns.
 """
@@ -40,10 +41,10 @@ import numpy as np
 
 from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.text_prompts.canonical import SIDES, Canonicaliser, default_canonicaliser, normalise, sentence_side
+from nnunetv2_medals.text_prompts.lacked_classes import LackedClasses
 from nnunetv2_medals.text_prompts.prompt_match import PromptMatch
 from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
 from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
-from nnunetv2_medals.text_prompts.lacked_classes import LackedClasses
 from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, CONNECTIVES, FILLER_WORDS, KIND_WORDS, PART_WORDS,
                                                       SCAN_WORDS, SIDE_NOUNS, kind_words, scan_context)
 
@@ -289,9 +290,9 @@ class VocabularyMatcher:
             organ = self._canonical_target(organ_words, unknown) if organ is None else organ
             return None if organ is None else self.names[organ]
         if match.lacked_class is not None and match.nearest_target:
-            # a structure the model lacks, whatever its cosine and other words ("Left hip in whole body CT" ->
-            # "Right kidney in whole body CT"): guarded as its nearest target's counterpart on the side it names, so
-            # its answer stays on that side
+            # a structure the model lacks, whatever its cosine ("Left hip in whole body CT" -> "Right kidney in
+            # whole body CT"): guarded as its nearest target's counterpart on the side it names, so its answer stays
+            # on that side
             nearest = self.names.index(match.nearest_target)
             side = sentence_side(normalise(match.text)) or letter_side(match.text)
             if self._says_more(match.text, nearest, kinds=BEYOND_ORGAN):
