@@ -27,9 +27,8 @@ and spleen"); such prompts keep their own embedding.
 
 Nor is a prompt for a structure the model does not know read as one it does (:mod:`.lacked_classes`: the
 challenge's class map as world knowledge): "Vertebrae T6" is not the trained region "the vertebrae", "Left hip in
-whole body CT" not the left kidney its side correction would give; it keeps its own embedding and is warned about,
-and when its nearest target has a side the side guard keeps a sided one on its side
-(:meth:`VocabularyMatcher.structure_of`).
+whole body CT" not the left kidney its side correction would give; it keeps its own embedding, is warned about,
+and is kept on its side by the side guard when its nearest target has one (:meth:`VocabularyMatcher.structure_of`).
 
 ``raw=True`` skips 1 and 2 (every prompt keeps its own embedding) but still reports and warns.
 """
