@@ -18,7 +18,7 @@ from typing import Collection, Sequence
 
 from nnunetv2_medals.text_prompts.canonical import CanonicalClass, default_canonicaliser, normalise, sentence_side
 from nnunetv2_medals.text_prompts.side_wordings import letter_side
-from nnunetv2_medals.text_prompts.word_lists import FILLER_WORDS, SCAN_WORDS
+from nnunetv2_medals.text_prompts.word_lists import FILLER_WORDS, SCAN_WORDS, structure_words
 
 
 def class_of_name(name: str, modality: str) -> CanonicalClass | None:
@@ -61,7 +61,8 @@ class LackedClasses:
         if cls is None or cls in self.known:
             return None
         name = set(normalise(cls.name).split())
-        content = [w for w in said if w not in self.filler]
+        structural = structure_words(said)                      # no "brain" of "left lateral ventricle in brain MRI"
+        content = [w for w in said if w not in self.filler and w in structural]
         if {"left", "right"} <= set(words) and name & {"left", "right"} and \
                 any(name - {"left", "right"} <= own for own in self.target_words):
             return None

@@ -45,7 +45,7 @@ from nnunetv2_medals.text_prompts.prompt_match import PromptMatch
 from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
 from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
 from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, CONNECTIVES, FILLER_WORDS, KIND_WORDS, PART_WORDS,
-                                                      SCAN_WORDS, SIDE_NOUNS, kind_words, scan_context)
+                                                      SCAN_WORDS, SIDE_NOUNS, kind_words, scan_context, structure_words)
 
 #: below this cosine to every trained phrasing a prompt is reported as far from the model's vocabulary (default
 #: encoder: unrelated anatomy ~0.2-0.45, trained paraphrases >= 0.6)
@@ -77,7 +77,7 @@ class VocabularyMatcher:
         self._phrasing_target = [target_of.get(p, -1) for p in self.phrasings]
         self._name_words = [set(normalise(n).split()) for n in self.names]
         self._filler = FILLER_WORDS | (SCAN_WORDS - set().union(*self._name_words))
-        self._phrasing_words = [set(normalise(p).split()) - self._filler for p in self.phrasings]
+        self._phrasing_words = [structure_words(normalise(p).split()) - self._filler for p in self.phrasings]
         norms = np.linalg.norm(embeddings, axis=1, keepdims=True).clip(1e-12)
         self._unit = np.asarray(embeddings, np.float32) / norms
         self._sides = [split_side(n) for n in self.names]

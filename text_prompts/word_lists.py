@@ -107,7 +107,7 @@ SIDE_NOUNS = ("hemisphere", "half")
 #: body regions that say where a scan was taken when a scan word follows ("thoracic computed tomography", "chest and
 #: abdomen CT", "head and neck CT"), even when a trained target's name uses one ("thoracic vertebrae")
 REGION_WORDS = frozenset({"thoracic", "abdominal", "pelvic", "chest", "abdomen", "pelvis", "thorax", "head", "neck",
-                          "cranial", "cardiac", "whole", "body"})
+                          "cranial", "cardiac", "whole", "body", "brain"})
 _SCAN_FOLLOWERS = frozenset({"ct", "mri", "mr", "computed", "tomographic", "tomography", "imaging", "image", "scan"})
 
 
@@ -122,6 +122,14 @@ def scan_context(words: Sequence[str]) -> set[int]:
         if end + 1 < len(words) and words[end + 1] in _SCAN_FOLLOWERS:
             out.update(range(i, end + 1))
     return out
+
+
+def structure_words(words: Sequence[str]) -> set[str]:
+    """Normalised ``words`` without the scan's body region (:func:`scan_context`): what of a trained phrasing may name
+    a structure ("the left cerebellar cortex in brain MRI" has no "brain", so "left cerebral cortex", whose
+    "cerebral" normalises to "brain", is not half of it)."""
+    context = scan_context(words)
+    return {w for i, w in enumerate(words) if i not in context}
 
 
 #: words that join two structures ("liver and heart", "kidney or adrenal", "aorta plus IVC")

@@ -192,6 +192,20 @@ def test_a_structure_the_model_lacks_is_not_side_corrected_into_one_it_has():
     assert both.lacked_class == "left hip" and matcher.structure_of(both) is None
 
 
+@pytest.mark.parametrize("prompt,expected", [("left cerebral cortex", None), ("right cerebral cortex", None),
+                                             ("left cerebellar cortex in brain MRI", "left cerebellar cortex"),
+                                             ("left lateral ventricle in brain MRI", "left lateral ventricle")])
+def test_the_scans_body_region_is_no_structure_word(text_encoder, prompt, expected):
+    """"in brain MRI" says where the scan was taken: "left cerebral cortex" ("cerebral" reads as "brain") is not half
+    of the phrasing "the left cerebellar cortex in brain MRI", and "brain" before "MRI" is not the brain stem's word."""
+    targets = BRAIN + [("left cerebellar cortex", ["left cerebellar cortex", "the left cerebellar cortex in brain MRI"]),
+                       ("right cerebellar cortex", ["right cerebellar cortex",
+                                                    "the right cerebellar cortex in brain MRI"]),
+                       ("brain stem", ["brain stem"])]
+    (found,) = _matcher(targets, text_encoder, "MRI").match([prompt], text_encoder.encode([prompt]))
+    assert found.target == expected
+
+
 def test_a_sided_structure_the_model_lacks_without_counterpart_is_refused_saying_so():
     targets = [("right kidney", ["right kidney"]), ("spleen", ["spleen"])]
     matcher = VocabularyMatcher(targets, ["right kidney", "spleen"], np.stack([_unit(1, 0), _unit(0, 1)]), "CT")
