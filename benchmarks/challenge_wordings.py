@@ -8,10 +8,10 @@ score them with.
 For every structure of the model that is a class of the challenge's map (``class_of_name``), every phrasing of
 that class in the challenge's prompt file (packaged copy) that is not a trained phrasing is matched against the
 model's vocabulary (``ModelVocabulary.resolve``, as prediction does). Counted: read as the structure (canonical /
-side corrected), kept
-as its own embedding with the structure nearest, kept with another target nearest, and read as another target
-(wrong). Then every phrasing of the challenge's classes of that modality which the model does *not* know: read as
-a target (wrong), refused (a side with no counterpart), kept as its own embedding - and, for both groups, how many
+side corrected), kept as its own embedding with the structure nearest, kept with another target nearest, and read
+as another target (wrong). Then every phrasing of the challenge's classes of that modality which the model does
+*not* know: read as a target (wrong), refused (a side with no counterpart), kept as its own embedding - and, for
+both groups, how many
 prompts kept as their own embedding have their nearest trained phrasing at cosine >= c: what answering such prompts
 with the nearest target's trained embedding from c on would get right (known structures, nearest target the
 structure) and wrong (the others). With ``--rounds``, writes DIR/round_K.json prompt files: for each prompt of

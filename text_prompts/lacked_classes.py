@@ -16,9 +16,14 @@ from __future__ import annotations
 
 from typing import Collection, Sequence
 
-from nnunetv2_medals.text_prompts.canonical import CanonicalClass, default_canonicaliser, normalise, sentence_side
-from nnunetv2_medals.text_prompts.side_wordings import letter_side
+from nnunetv2_medals.text_prompts.canonical import CanonicalClass, default_canonicaliser, normalise
+from nnunetv2_medals.text_prompts.side_wordings import letter_side, spell_out_side
 from nnunetv2_medals.text_prompts.word_lists import FILLER_WORDS, SCAN_WORDS, structure_words
+
+
+def _said(text: str) -> set[str]:
+    """What of ``text`` a class's name must say for the text to be that class (filler and scan words aside)."""
+    return set(normalise(text).split()) - FILLER_WORDS - SCAN_WORDS
 
 
 def class_of_name(name: str, modality: str) -> CanonicalClass | None:
@@ -26,8 +31,7 @@ def class_of_name(name: str, modality: str) -> CanonicalClass | None:
     class's name says all of it (filler and scan words aside); None otherwise ("brain stem" is not the class
     "brain")."""
     cls = default_canonicaliser().canonicalise(name, modality)
-    words = set(normalise(name).split()) - FILLER_WORDS - SCAN_WORDS
-    return cls if cls is not None and words <= set(normalise(cls.name).split()) else None
+    return cls if cls is not None and _said(name) <= set(normalise(cls.name).split()) else None
 
 
 class LackedClasses:
@@ -38,11 +42,22 @@ class LackedClasses:
     def __init__(self, names: Sequence[str], wordings: Sequence[Sequence[str]], target_words: Sequence[set[str]],
                  filler: Collection[str], modality: str):
         self.modality = modality
-        self.known = {class_of_name(w, modality) for ws in wordings for w in ws} - {None}
+        # each wording's words, so that only those a class's name can say are read with the map (its reading is
+        # what costs: ~2 ms each, against ~300 wordings of a model), and each class decided once
+        self._wordings = [(w, _said(w)) for ws in wordings for w in ws]
+        self._known: dict[CanonicalClass, bool] = {}
         self.filler = frozenset(filler)
         self.name_words = [set(normalise(n).split()) - self.filler for n in names]
         self.joined_names = {"".join(w for w in normalise(n).split() if w not in self.filler) for n in names}
         self.target_words = list(target_words)
+
+    def is_target(self, cls: CanonicalClass) -> bool:
+        """Is ``cls`` the class of one of the targets' wordings (:func:`class_of_name`)?"""
+        if cls not in self._known:
+            name = set(normalise(cls.name).split())
+            self._known[cls] = any(said <= name and class_of_name(w, self.modality) == cls
+                                   for w, said in self._wordings)
+        return self._known[cls]
 
     def class_of(self, text: str) -> CanonicalClass | None:
         """The class ``text`` asks for when the model has none of it, else None. The map reads the prompt (a lone L/R
@@ -55,10 +70,9 @@ class LackedClasses:
         is left alone when a target has that structure ("left and right kidney" for a model with only a both-kidneys
         target)."""
         words = normalise(text).split()
-        side = letter_side(text) if sentence_side(" ".join(words)) is None else None
-        said = [side if side is not None and w == side[0] else w for w in words]
+        said = spell_out_side(words, letter_side(text))
         cls = default_canonicaliser().canonicalise(" ".join(said), self.modality)
-        if cls is None or cls in self.known:
+        if cls is None or self.is_target(cls):
             return None
         name = set(normalise(cls.name).split())
         structural = structure_words(said)                      # no "brain" of "left lateral ventricle in brain MRI"

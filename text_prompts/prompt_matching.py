@@ -42,7 +42,7 @@ from nnunetv2_medals.errors import MedalSInputError
 from nnunetv2_medals.text_prompts.canonical import SIDES, Canonicaliser, default_canonicaliser, normalise, sentence_side
 from nnunetv2_medals.text_prompts.lacked_classes import LackedClasses
 from nnunetv2_medals.text_prompts.prompt_match import PromptMatch
-from nnunetv2_medals.text_prompts.side_wordings import letter_side, split_side
+from nnunetv2_medals.text_prompts.side_wordings import letter_side, spell_out_side, split_side
 from nnunetv2_medals.text_prompts.spelling import respellings, spelling_candidates
 from nnunetv2_medals.text_prompts.word_lists import (BEYOND_ORGAN, CONNECTIVES, FILLER_WORDS, KIND_WORDS, PART_WORDS,
                                                       SCAN_WORDS, SIDE_NOUNS, kind_words, scan_context, structure_words)
@@ -136,12 +136,12 @@ class VocabularyMatcher:
             # close to and said so (instead of a far-prompt warning: the prompt's own embedding is not used); as
             # written when that matches nothing
             fixes = {} if encoder_words is None else respellings(words, self._spelling, encoder_words)
-            if unknown is not None and fixes and \
-                    self._lacked.class_of(" ".join(fixes.get(w, w) for w in words)) is None:
+            respelt = [fixes.get(w, w) for w in words]
+            if unknown is not None and fixes and self._lacked.class_of(" ".join(respelt)) is None:
                 unknown = None                      # a target's misspelt name, not another structure
             target = None
             if fixes and unknown is None:
-                target = self._target_of(text, [fixes.get(w, w) for w in words], row)
+                target = self._target_of(text, respelt, row)
                 if target is not None:
                     warning = f"prompt {text!r}: read " + ", ".join(f"{a!r} as {b!r}" for a, b in fixes.items())
             if target is None and unknown is None:
@@ -219,7 +219,7 @@ class VocabularyMatcher:
         side = letter_side(text)
         if side is None:
             return None
-        target = self._canonical_target(" ".join(side if w == side[0] else w for w in words), cosines)
+        target = self._canonical_target(" ".join(spell_out_side(words, side)), cosines)
         return target if target is not None and self._sides[target][0] == side else None
 
     def _canonical_target(self, text: str, cosines: np.ndarray) -> int | None:

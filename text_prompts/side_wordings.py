@@ -129,3 +129,9 @@ def letter_side(text: str) -> str | None:
             sentence_side(" ".join(words)) is not None:
         return None
     return "left" if letters[0].lower() == "l" else "right"
+
+
+def spell_out_side(words: list[str], side: str | None) -> list[str]:
+    """Normalised ``words`` with the lone letter of ``side`` (:func:`letter_side`) written as the side word: "l
+    putamen" -> "left putamen"; unchanged for no side."""
+    return words if side is None else [side if w == side[0] else w for w in words]
